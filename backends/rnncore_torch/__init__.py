@@ -1,0 +1,90 @@
+"""rnncore's PyTorch backend: specs compiled to native `torch.nn.Module`s."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from rnncore.spec import ModelSpec
+from rnncore.weights import Weights
+
+from .convert import load_canonical, to_canonical
+from .model import RnnModel
+
+NAME = "torch"
+
+__all__ = [
+    "NAME",
+    "RnnModel",
+    "build",
+    "get_weights",
+    "owns",
+    "predict",
+    "set_weights",
+    "spec_of",
+    "value_and_grad",
+]
+
+
+def build(spec: ModelSpec, weights: Weights) -> RnnModel:
+    """A `RnnModel` (a plain nn.Module) holding `weights`, in eval mode."""
+    model = RnnModel(spec)
+    load_canonical(model, spec, weights)
+    return model.eval()
+
+
+def owns(model: Any) -> bool:
+    return isinstance(model, RnnModel)
+
+
+def spec_of(model: RnnModel) -> ModelSpec:
+    return model.spec
+
+
+def get_weights(model: RnnModel) -> Weights:
+    params = dict(model.named_parameters())
+    return to_canonical(model.spec, lambda path: params[path])
+
+
+def set_weights(model: RnnModel, weights: Weights) -> None:
+    load_canonical(model, model.spec, weights)
+
+
+def _to_tensors(model: RnnModel, inputs: np.ndarray, lengths: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    device = next(model.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(inputs)).to(device)
+    return x, torch.from_numpy(np.ascontiguousarray(lengths))
+
+
+def predict(model: RnnModel, inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return model(*_to_tensors(model, inputs, lengths)).cpu().numpy()
+    finally:
+        model.train(was_training)
+
+
+def value_and_grad(
+    model: RnnModel, inputs: np.ndarray, lengths: np.ndarray, cotangent: np.ndarray
+) -> tuple[np.ndarray, Weights, np.ndarray | None]:
+    was_training = model.training
+    model.eval()
+    try:
+        x, lens = _to_tensors(model, inputs, lengths)
+        if x.is_floating_point():
+            x.requires_grad_(True)
+        model.zero_grad(set_to_none=True)
+        out = model(x, lens)
+        cot = torch.from_numpy(np.ascontiguousarray(cotangent)).to(out.device, out.dtype)
+        (out * cot).sum().backward()
+        params = dict(model.named_parameters())
+        grads = to_canonical(model.spec, lambda path: params[path].grad)
+        input_grad = x.grad.cpu().numpy() if x.grad is not None else None
+        model.zero_grad(set_to_none=True)
+        return out.detach().cpu().numpy(), grads, input_grad
+    finally:
+        model.train(was_training)

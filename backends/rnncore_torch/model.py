@@ -1,0 +1,138 @@
+"""A spec compiled to a plain `torch.nn.Module` built from the fused native layers."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from rnncore.spec import ModelSpec
+from rnncore.weights import head_layer_sizes
+
+from .convert import frozen_zero_biases
+
+_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+def _recurrent_layer(spec: ModelSpec, input_size: int) -> nn.RNNBase:
+    enc = spec.encoder
+    kwargs = {"nonlinearity": enc.nonlinearity} if enc.cell == "rnn" else {}
+    # One module per layer (num_layers=1): residuals and explicit dropout sit between layers.
+    return _CELLS[enc.cell](
+        input_size, enc.hidden_size, num_layers=1, batch_first=True, bidirectional=enc.bidirectional, **kwargs
+    )
+
+
+class AttentionPool(nn.Module):
+    """Masked softmax over steps of a learned score `x_t . weight`."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(size))
+
+    def forward(self, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        scores = (seq @ self.weight).masked_fill(~mask, float("-inf"))
+        alpha = torch.softmax(scores, dim=1)
+        return torch.einsum("bt,btd->bd", alpha, seq)
+
+
+class RnnModel(nn.Module):
+    """embedding/features -> recurrent stack -> pooling -> head, as `rnncore.reference` defines.
+
+    `forward(inputs, lengths=None)`: `inputs` (B, T) int64 ids or (B, T, F) floats, `lengths`
+    (B,) int64 valid steps (None: every row is full length). Returns logits.
+    """
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        inp, enc = spec.input, spec.encoder
+        self.embedding: nn.Embedding | None = None
+        if inp.kind == "tokens":
+            assert inp.vocab_size is not None and inp.embedding_dim is not None
+            self.embedding = nn.Embedding(inp.vocab_size, inp.embedding_dim, padding_idx=inp.padding_idx)
+        self.encoder = nn.ModuleList(_recurrent_layer(spec, size) for size in spec.layer_input_sizes)
+        self.residual = list(spec.residual_layers)
+        self.encoder_dropout = nn.Dropout(enc.dropout)
+        self.attention = AttentionPool(spec.features_size) if spec.pooling == "attention" else None
+        self.dense = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in head_layer_sizes(spec))
+        self.head_dropout = nn.Dropout(spec.head.dropout if spec.head else 0.0)
+        self.to(getattr(torch, spec.dtype))
+        for path, param in self.named_parameters():
+            if path in set(frozen_zero_biases(spec)):
+                param.requires_grad_(False)
+
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        batch, steps = inputs.shape[0], inputs.shape[1]
+        x = self.embedding(inputs) if self.embedding is not None else inputs
+        if lengths is None:
+            lengths = torch.full((batch,), steps, dtype=torch.int64)
+        mask = torch.arange(steps, device=x.device)[None, :] < lengths.to(x.device)[:, None]
+        if bool((lengths == steps).all()):
+            seq = self._encode_full(x)  # fast path: no packing when nothing is padded
+        else:
+            seq = self._encode_packed(x, lengths, steps)
+        out = self._pool(seq, lengths, mask)
+        out = self._head(out)
+        if self.spec.per_step_output and self.spec.head is not None:
+            out = out * mask[:, :, None].to(out.dtype)
+        return out
+
+    def _encode_full(self, x: torch.Tensor) -> torch.Tensor:
+        for rnn, residual in zip(self.encoder, self.residual, strict=True):
+            out, _ = rnn(x)
+            x = self.encoder_dropout(out + x if residual else out)
+        return x
+
+    def _encode_packed(self, x: torch.Tensor, lengths: torch.Tensor, steps: int) -> torch.Tensor:
+        # Packing makes each row stop at its length and the backward direction start at its
+        # last valid step. Residuals and dropout act on `.data` directly: a layer's input and
+        # output share one packing, so the rows line up without unpacking between layers.
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        for rnn, residual in zip(self.encoder, self.residual, strict=True):
+            out, _ = rnn(packed)
+            data = out.data + packed.data if residual else out.data
+            packed = PackedSequence(
+                self.encoder_dropout(data), out.batch_sizes, out.sorted_indices, out.unsorted_indices
+            )
+        seq, _ = pad_packed_sequence(packed, batch_first=True, total_length=steps)
+        return seq
+
+    def _pool(self, seq: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        pooling = self.spec.pooling
+        if pooling == "none":
+            return seq
+        if pooling == "last":
+            rows = torch.arange(seq.shape[0], device=seq.device)
+            last = seq[rows, lengths.to(seq.device) - 1]
+            if not self.spec.encoder.bidirectional:
+                return last
+            hidden = self.spec.encoder.hidden_size
+            # the backward direction ends at step 0
+            return torch.cat([last[:, :hidden], seq[:, 0, hidden:]], dim=1)
+        if pooling == "mean":
+            return seq.sum(dim=1) / lengths.to(seq.device, seq.dtype)[:, None]
+        if pooling == "max":
+            return seq.masked_fill(~mask[:, :, None], float("-inf")).amax(dim=1)
+        assert self.attention is not None
+        return self.attention(seq, mask)
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.dense) - 1
+        for i, dense in enumerate(self.dense):
+            x = dense(x)
+            if i < last:
+                x = self.head_dropout(self._activate(x))
+        return x
+
+    def _activate(self, x: torch.Tensor) -> torch.Tensor:
+        head = self.spec.head
+        assert head is not None
+        if head.activation == "relu":
+            return torch.relu(x)
+        if head.activation == "leaky_relu":
+            # explicit slope: torch's default (0.01) and Keras' (0.2 in Keras 3) differ
+            return nn.functional.leaky_relu(x, negative_slope=head.negative_slope)
+        if head.activation == "tanh":
+            return torch.tanh(x)
+        return nn.functional.gelu(x, approximate="none")

@@ -1,0 +1,40 @@
+"""rnncore: one recurrent-network spec, native PyTorch and Keras models, one numpy oracle.
+
+Importing rnncore loads numpy only; a backend's framework is imported when first used.
+"""
+
+from .api import build, get_weights, predict, set_weights, spec_of, value_and_grad
+from .batch import InputError, prepare_batch
+from .reference import reference_forward
+from .registry import BackendError, available, get_backend
+from .spec import FORMAT, EncoderSpec, HeadSpec, InputSpec, ModelSpec, SpecError, json_schema
+from .weights import WeightsError, canonical_shapes, check_weights, init_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FORMAT",
+    "BackendError",
+    "EncoderSpec",
+    "HeadSpec",
+    "InputError",
+    "InputSpec",
+    "ModelSpec",
+    "SpecError",
+    "WeightsError",
+    "__version__",
+    "available",
+    "build",
+    "canonical_shapes",
+    "check_weights",
+    "get_backend",
+    "get_weights",
+    "init_weights",
+    "json_schema",
+    "predict",
+    "prepare_batch",
+    "reference_forward",
+    "set_weights",
+    "spec_of",
+    "value_and_grad",
+]

@@ -1,0 +1,105 @@
+"""Which backend packages exist, found through entry points and imported only when asked for.
+
+A backend is a module (`rnncore_torch`, `rnncore_tensorflow`) exposing the same functions:
+
+    NAME: str                                   # canonical backend name
+    build(spec, weights) -> model               # a native model holding `weights`
+    get_weights(model) -> dict[str, ndarray]    # canonical layout, copies
+    set_weights(model, weights) -> None
+    spec_of(model) -> ModelSpec
+    owns(model) -> bool                         # is this one of my models?
+    predict(model, inputs, lengths) -> ndarray  # eval mode, checked numpy batch in
+    value_and_grad(model, inputs, lengths, cotangent)
+        -> (outputs, canonical weight grads, input grads or None)
+        # grads of sum(outputs * cotangent), eval mode; input grads for features only
+
+Nothing outside this module compares backend names as strings.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import Any
+
+# alias -> canonical name
+ALIASES = {
+    "torch": "torch",
+    "pytorch": "torch",
+    "tensorflow": "tensorflow",
+    "tf": "tensorflow",
+    "keras": "tensorflow",
+}
+# canonical name -> (module, pip extra); used when the entry points are not installed
+# (running from a source checkout) and to name the extra in error messages.
+DEFAULT_MODULES = {
+    "torch": ("rnncore_torch", "torch"),
+    "tensorflow": ("rnncore_tensorflow", "tensorflow"),
+}
+_FRAMEWORKS = {"torch": "torch", "tensorflow": "tensorflow"}
+
+_loaded: dict[str, ModuleType] = {}
+
+
+class BackendError(RuntimeError):
+    """A backend name is unknown, or its framework is not installed."""
+
+
+def canonical_name(name: str) -> str:
+    key = str(name).lower()
+    if key not in ALIASES:
+        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(sorted(ALIASES))}")
+    return ALIASES[key]
+
+
+def available() -> list[str]:
+    """Canonical names of the registered backends (whether or not their framework imports)."""
+    names = {ep.name for ep in entry_points(group="rnncore.backends")}
+    return sorted(names | set(DEFAULT_MODULES))
+
+
+def _module_name(name: str) -> str:
+    for ep in entry_points(group="rnncore.backends"):
+        if ep.name == name:
+            return ep.value
+    return DEFAULT_MODULES[name][0]
+
+
+def get_backend(name: str) -> ModuleType:
+    """The backend module for `name` (an alias is fine), imported on first use."""
+    canonical = canonical_name(name)
+    if canonical in _loaded:
+        return _loaded[canonical]
+    framework = _FRAMEWORKS[canonical]
+    extra = DEFAULT_MODULES[canonical][1]
+    if canonical == "tensorflow" and "torch" not in sys.modules:
+        # Import torch first when both live in one process: the other order can segfault
+        # (noted in Keras' own conftest). Only if torch is installed at all.
+        try:
+            importlib.import_module("torch")
+        except ImportError:
+            pass
+    try:
+        module = importlib.import_module(_module_name(canonical))
+    except ImportError as err:
+        missing = getattr(err, "name", None) or ""
+        if missing.split(".")[0] in (framework, "keras"):
+            raise BackendError(
+                f"backend {canonical!r} needs {framework}, which is not installed: "
+                f"pip install 'rnncore[{extra}]'"
+            ) from err
+        raise
+    _loaded[canonical] = module
+    return module
+
+
+def backend_of(model: Any) -> ModuleType:
+    """The backend that built `model` (it must have been loaded to build it)."""
+    for module in list(_loaded.values()):
+        if module.owns(model):
+            return module
+    raise BackendError(
+        f"{type(model).__name__} is not a model built by rnncore; build one with rnncore.build(spec, backend=...)"
+    )
