@@ -1,0 +1,57 @@
+"""Every numeric tolerance rnncore promises, in one place.
+
+A comparison passes when, elementwise, |actual - expected| <= atol + rtol * |expected|
+(numpy's `assert_allclose` rule): `atol` bounds small values, `rtol` large ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
+
+
+# (what is compared, dtype) -> tolerance
+TOLERANCES: dict[tuple[str, str], Tolerance] = {
+    ("outputs", "float32"): Tolerance(atol=1e-5, rtol=1e-5),
+    ("outputs", "float64"): Tolerance(atol=1e-10, rtol=1e-10),
+    ("gradients", "float32"): Tolerance(atol=1e-5, rtol=1e-4),
+    ("gradients", "float64"): Tolerance(atol=1e-9, rtol=1e-9),
+}
+
+
+def tolerance(kind: str, dtype: str | np.dtype) -> Tolerance:
+    return TOLERANCES[(kind, np.dtype(dtype).name)]
+
+
+@dataclass(frozen=True)
+class Diff:
+    max_abs: float
+    max_rel: float
+    ok: bool
+
+
+def compare(actual: np.ndarray, expected: np.ndarray, kind: str, dtype: str | np.dtype) -> Diff:
+    """Max abs / rel difference and whether it is inside the named tolerance."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    if actual.shape != expected.shape:
+        return Diff(float("inf"), float("inf"), False)
+    tol = tolerance(kind, dtype)
+    gap = np.abs(actual - expected)
+    scale = np.abs(expected)
+    max_abs = float(gap.max(initial=0.0))
+    max_rel = float((gap / np.maximum(scale, np.finfo(np.float64).tiny)).max(initial=0.0))
+    ok = bool(np.all(gap <= tol.atol + tol.rtol * scale)) and bool(np.isfinite(actual).all())
+    return Diff(max_abs, max_rel, ok)
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, kind: str, dtype: str | np.dtype) -> None:
+    """`np.testing.assert_allclose` with the named tolerance for `kind` and `dtype`."""
+    tol = tolerance(kind, dtype)
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), atol=tol.atol, rtol=tol.rtol)
