@@ -1,0 +1,116 @@
+"""The parity suite: both backends compute the oracle's function, and agree on gradients.
+
+Coverage of the feature grid (cell x layers x direction x residual x pooling x head x
+input x dtype, 4,800 points with the head activations):
+- the torch backend against the oracle on the full product (cheap: no Keras builds);
+- both backends, against the oracle and each other, outputs and gradients, on an all-pairs
+  covering of the grid (every pair of values of any two axes occurs at least once) and on
+  the full cell x pooling x direction product.
+Tolerances come from `rnncore.tolerances`.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from support import AXES, pairwise_points, point_id, spec_for
+
+import rnncore
+from rnncore.parity import format_report, parity_report, random_batch
+from rnncore.tolerances import assert_close
+
+PAIRWISE = pairwise_points()
+FULL_PRODUCT = [dict(zip(AXES, values, strict=True)) for values in itertools.product(*AXES.values())]
+CELL_POOLING_DIRECTION = [
+    {"cell": c, "layers": 2, "bidirectional": bi, "residual": False, "pooling": p,
+     "head": "relu" if p != "none" else "none", "input": "tokens", "dtype": "float32"}
+    for c in AXES["cell"] for p in AXES["pooling"] for bi in (False, True)
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("point", PAIRWISE + CELL_POOLING_DIRECTION, ids=point_id)
+def test_backends_agree_with_the_oracle_and_each_other(point):
+    spec = spec_for(point)
+    checks = parity_report(spec, ("torch", "tensorflow"), batch=5, max_len=7, seed=3)
+    assert {c.what for c in checks} == {"weights", "outputs", "gradients"}
+    assert all(c.diff.ok for c in checks), "\n" + format_report(checks)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_torch_matches_the_oracle_on_the_full_grid(dtype):
+    failures = []
+    points = [p for p in FULL_PRODUCT if p["dtype"] == dtype]
+    for point in points:
+        spec = spec_for(point)
+        weights = rnncore.init_weights(spec, seed=1)
+        x, lengths = random_batch(spec, batch=4, max_len=6, seed=2)
+        model = rnncore.build(spec, backend="torch", weights=weights)
+        try:
+            assert_close(rnncore.predict(model, x, lengths), rnncore.reference_forward(spec, weights, x, lengths),
+                         "outputs", dtype)  # fmt: skip
+        except AssertionError as err:
+            failures.append(f"{point_id(point)}: {err}")
+    assert len(points) == 2400
+    assert not failures, "\n".join(failures[:5])
+
+
+@pytest.mark.parametrize("point", PAIRWISE[::3], ids=point_id)
+def test_extra_padding_changes_nothing(point, backend):
+    spec = spec_for(point)
+    model = rnncore.build(spec, backend=backend, weights=rnncore.init_weights(spec, seed=5))
+    x, lengths = random_batch(spec, batch=4, max_len=6, seed=6)
+    pad_value = 0 if spec.input.kind == "features" else spec.input.padding_idx
+    padded = np.concatenate([x, np.full((4, 5, *x.shape[2:]), pad_value, dtype=x.dtype)], axis=1)
+    before = rnncore.predict(model, x, lengths)
+    after = rnncore.predict(model, padded, lengths)
+    if spec.per_step_output:
+        assert np.all(after[:, 6:] == 0), "padded steps must stay zero"
+        after = after[:, :6]
+    assert_close(after, before, "outputs", spec.dtype)
+
+
+@pytest.mark.parametrize("point", PAIRWISE[1::4], ids=point_id)
+def test_weights_survive_torch_to_keras_to_torch(point):
+    spec = spec_for(point)
+    torch_model = rnncore.build(spec, backend="torch", weights=rnncore.init_weights(spec, seed=8))
+    keras_model = rnncore.build(spec, backend="keras", weights=rnncore.get_weights(torch_model))
+    back = rnncore.build(spec, backend="torch", weights=rnncore.get_weights(keras_model))
+    x, lengths = random_batch(spec, batch=3, max_len=5, seed=9)
+    original = rnncore.get_weights(torch_model)
+    returned = rnncore.get_weights(back)
+    for name, value in original.items():
+        assert returned[name].dtype == value.dtype and np.array_equal(returned[name], value), name
+    np.testing.assert_array_equal(rnncore.predict(back, x, lengths), rnncore.predict(torch_model, x, lengths))
+
+
+def test_set_weights_replaces_every_weight(backend):
+    spec = spec_for(PAIRWISE[3])
+    model = rnncore.build(spec, backend=backend, weights=rnncore.init_weights(spec, seed=0))
+    new = rnncore.init_weights(spec, seed=1)
+    rnncore.set_weights(model, new)
+    for name, value in rnncore.get_weights(model).items():
+        np.testing.assert_array_equal(value, new[name], err_msg=name)
+    x, lengths = random_batch(spec, batch=3, max_len=5, seed=0)
+    assert_close(rnncore.predict(model, x, lengths), rnncore.reference_forward(spec, new, x, lengths),
+                 "outputs", spec.dtype)  # fmt: skip
+
+
+def test_get_weights_returns_copies(backend):
+    spec = spec_for(PAIRWISE[0])
+    model = rnncore.build(spec, backend=backend)
+    first = rnncore.get_weights(model)
+    for value in first.values():
+        value[...] = 7.0
+    assert not any(np.all(v == 7.0) for v in rnncore.get_weights(model).values())
+
+
+def test_building_does_not_modify_the_callers_weights(backend):
+    spec = spec_for(PAIRWISE[5])
+    weights = rnncore.init_weights(spec, seed=2)
+    snapshot = {k: v.copy() for k, v in weights.items()}
+    model = rnncore.build(spec, backend=backend, weights=weights)
+    rnncore.set_weights(model, weights)
+    for name, value in weights.items():
+        np.testing.assert_array_equal(value, snapshot[name], err_msg=name)
