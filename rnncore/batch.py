@@ -22,10 +22,7 @@ def prepare_batch(
     be in 1..T: an empty row has no last step and no mean, so it is an error, not a NaN.
     """
     x = np.asarray(inputs)
-    if spec.input.kind == "tokens":
-        x = _check_tokens(spec, x)
-    else:
-        x = _check_features(spec, x)
+    x = _check_tokens(spec, x) if spec.input.kind == "tokens" else _check_features(spec, x)
     batch, steps = x.shape[:2]
     if lengths is None:
         lengths_arr = _lengths_from_padding(spec, x)

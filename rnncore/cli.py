@@ -47,9 +47,15 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
     spec = _load_spec(args.spec, args.dtype)
     source = args.spec or f"bundled {DEFAULT_SPEC}"
-    print(f"rnncore parity: {source} ({spec.encoder.cell}, {spec.encoder.num_layers} layer(s), "
-          f"{'bi' if spec.encoder.bidirectional else 'uni'}directional, pooling {spec.pooling}, {spec.dtype})")
-    print(f"batch {args.batch}, max length {args.max_len}, seed {args.seed}, backends {', '.join(args.backends)}")
+    print(
+        f"rnncore parity: {source} ({spec.encoder.cell}, {spec.encoder.num_layers} layer(s), "
+        f"{'bi' if spec.encoder.bidirectional else 'uni'}directional, "
+        f"pooling {spec.pooling}, {spec.dtype})"
+    )
+    print(
+        f"batch {args.batch}, max length {args.max_len}, seed {args.seed}, "
+        f"backends {', '.join(args.backends)}"
+    )
     start = time.perf_counter()
     checks = parity_report(spec, args.backends, batch=args.batch, max_len=args.max_len, seed=args.seed)
     print(format_report(checks))
@@ -72,7 +78,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rnncore",
-        description="One recurrent-network spec, compiled to PyTorch and Keras, checked against a numpy oracle.",
+        description="One recurrent-network spec, compiled to PyTorch and Keras, "
+        "checked against a numpy oracle.",
     )
     parser.add_argument("--version", action="version", version=f"rnncore {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -84,13 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
         "oracle and gradients between backends on random padded batches. Exit 0 when every check is "
         "within tolerance, 1 otherwise.",
     )
-    parity.add_argument("spec", nargs="?", help="spec file (.json/.yaml); default: the bundled BiLSTM classifier")
+    parity.add_argument(
+        "spec", nargs="?", help="spec file (.json/.yaml); default: the bundled BiLSTM classifier"
+    )
     parity.add_argument("--dtype", choices=["float32", "float64"], help="override the spec's dtype")
     parity.add_argument("--batch", type=int, default=8, help="rows per batch (default 8)")
     parity.add_argument("--max-len", type=int, default=20, help="longest row; lengths are mixed (default 20)")
     parity.add_argument("--seed", type=int, default=0, help="seed for weights and inputs (default 0)")
     parity.add_argument(
-        "--backends", type=_backends, default=("torch", "tensorflow"),
+        "--backends",
+        type=_backends,
+        default=("torch", "tensorflow"),
         help="comma-separated backends to compare (default torch,tensorflow)",
     )
     parity.set_defaults(run=cmd_parity)

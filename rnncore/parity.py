@@ -5,6 +5,7 @@ Used by `rnncore parity` and by the test suite.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,15 +49,11 @@ class Check:
 
 
 def _max_diff(diffs: list[Diff]) -> Diff:
-    return Diff(
-        max(d.max_abs for d in diffs), max(d.max_rel for d in diffs), all(d.ok for d in diffs)
-    )
+    return Diff(max(d.max_abs for d in diffs), max(d.max_rel for d in diffs), all(d.ok for d in diffs))
 
 
 def _exact(a: Weights, b: Weights) -> Diff:
-    same = a.keys() == b.keys() and all(
-        a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]) for k in a
-    )
+    same = a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]) for k in a)
     gap = max((float(np.abs(a[k] - b[k]).max(initial=0.0)) for k in a if k in b), default=0.0)
     return Diff(gap, gap, same)
 
@@ -88,7 +85,7 @@ def parity_report(
         out = predict(model, inputs, lengths)
         checks.append(Check("outputs", f"{name} vs oracle", compare(out, expected, "outputs", spec.dtype)))
         results[name] = value_and_grad(model, inputs, cotangent, lengths)
-    for a, b in zip(backends[:-1], backends[1:], strict=True):
+    for a, b in itertools.pairwise(backends):
         (out_a, grads_a, xgrad_a), (out_b, grads_b, xgrad_b) = results[a], results[b]
         checks.append(Check("outputs", f"{a} vs {b}", compare(out_a, out_b, "outputs", spec.dtype)))
         diffs = [compare(grads_a[k], grads_b[k], "gradients", spec.dtype) for k in grads_b]

@@ -18,6 +18,7 @@ Nothing outside this module compares backend names as strings.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 from importlib.metadata import entry_points
@@ -77,10 +78,8 @@ def get_backend(name: str) -> ModuleType:
     if canonical == "tensorflow" and "torch" not in sys.modules:
         # Import torch first when both live in one process: the other order can segfault
         # (noted in Keras' own conftest). Only if torch is installed at all.
-        try:
+        with contextlib.suppress(ImportError):
             importlib.import_module("torch")
-        except ImportError:
-            pass
     try:
         module = importlib.import_module(_module_name(canonical))
     except ImportError as err:
@@ -101,5 +100,6 @@ def backend_of(model: Any) -> ModuleType:
         if module.owns(model):
             return module
     raise BackendError(
-        f"{type(model).__name__} is not a model built by rnncore; build one with rnncore.build(spec, backend=...)"
+        f"{type(model).__name__} is not a model built by rnncore; "
+        "build one with rnncore.build(spec, backend=...)"
     )

@@ -81,7 +81,9 @@ class InputSpec:
                 assert self.vocab_size is not None
                 if self.padding_idx >= self.vocab_size:
                     raise _fail(
-                        "input.padding_idx", self.padding_idx, f"null or an id < vocab_size ({self.vocab_size})"
+                        "input.padding_idx",
+                        self.padding_idx,
+                        f"null or an id < vocab_size ({self.vocab_size})",
                     )
             if self.feature_dim is not None:
                 raise SpecError("input.feature_dim", "only allowed with kind 'features'; remove it")
@@ -236,7 +238,8 @@ class ModelSpec:
         tagging = self.head is not None and self.head.task == "tagging"
         if tagging and self.pooling != "none":
             raise SpecError(
-                "pooling", f"task 'tagging' labels every step, so pooling must be 'none', not {self.pooling!r}"
+                "pooling",
+                f"task 'tagging' labels every step, so pooling must be 'none', not {self.pooling!r}",
             )
         if self.pooling == "none" and self.head is not None and not tagging:
             raise SpecError(

@@ -19,6 +19,7 @@ The attention score has no bias: softmax ignores a constant shift, so it would n
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -56,7 +57,7 @@ def head_layer_sizes(spec: ModelSpec) -> list[tuple[int, int]]:
     if spec.head is None:
         return []
     widths = [spec.features_size, *spec.head.hidden, spec.head.num_outputs]
-    return list(zip(widths[:-1], widths[1:], strict=True))
+    return list(itertools.pairwise(widths))
 
 
 def canonical_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
@@ -144,7 +145,8 @@ def check_weights(spec: ModelSpec, weights: Mapping[str, np.ndarray]) -> Weights
             out[name] = value.astype(dtype, copy=False)
     if problems:
         raise WeightsError(
-            "weights do not match the spec: " + "; ".join(problems)
+            "weights do not match the spec: "
+            + "; ".join(problems)
             + ". Weights must come from init_weights/get_weights for this same spec."
         )
     return out

@@ -25,4 +25,3 @@ def _release_keras_state():
     if "keras" in sys.modules:
         sys.modules["keras"].backend.clear_session(free_memory=True)
         gc.collect()
-

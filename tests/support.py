@@ -43,7 +43,13 @@ def spec_for(point: dict[str, Any]) -> ModelSpec:
     head = None
     if point["head"] != "none":
         task = "tagging" if point["pooling"] == "none" else "classification"
-        head = {"hidden": [3], "activation": point["head"], "negative_slope": 0.2, "num_outputs": 2, "task": task}
+        head = {
+            "hidden": [3],
+            "activation": point["head"],
+            "negative_slope": 0.2,
+            "num_outputs": 2,
+            "task": task,
+        }
     return ModelSpec.from_dict(
         {
             "input": inp,
@@ -71,10 +77,7 @@ def pairwise_points(axes: dict[str, tuple[Any, ...]] = AXES) -> list[dict[str, A
     """
     names = list(axes)
     uncovered = {
-        (a, va, b, vb)
-        for a, b in itertools.combinations(names, 2)
-        for va in axes[a]
-        for vb in axes[b]
+        (a, va, b, vb) for a, b in itertools.combinations(names, 2) for va in axes[a] for vb in axes[b]
     }
     points: list[dict[str, Any]] = []
     while uncovered:
@@ -85,9 +88,7 @@ def pairwise_points(axes: dict[str, tuple[Any, ...]] = AXES) -> list[dict[str, A
             for name in names:
                 if name in candidate:
                     continue
-                candidate[name] = max(
-                    axes[name], key=lambda v, n=name: _gain({**candidate, n: v}, uncovered)
-                )
+                candidate[name] = max(axes[name], key=lambda v, n=name: _gain({**candidate, n: v}, uncovered))
             gain = _gain(candidate, uncovered)
             if gain > best_gain:
                 best, best_gain = candidate, gain

@@ -31,11 +31,15 @@ APPLICABLE = [c for c in CASES if _right_padded(c["mask"])]
 
 
 def _spec(case) -> ModelSpec:
-    batch, steps, features = case["input"]["shape"]
+    features = case["input"]["shape"][2]
     return ModelSpec.from_dict(
         {
             "input": {"kind": "features", "feature_dim": features},
-            "encoder": {"cell": case["cell"], "hidden_size": case["units"], "bidirectional": case["go_backwards"]},
+            "encoder": {
+                "cell": case["cell"],
+                "hidden_size": case["units"],
+                "bidirectional": case["go_backwards"],
+            },
             "pooling": "none" if case["return_sequences"] else "last",
             "head": None,
             "dtype": "float32",

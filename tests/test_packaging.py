@@ -47,11 +47,11 @@ def test_backends_are_registered_as_entry_points():
 )  # fmt: skip
 def test_backend_aliases(alias, name):
     assert registry.canonical_name(alias) == name
-    assert rnncore.get_backend(alias).NAME == name
+    assert name == rnncore.get_backend(alias).NAME
 
 
 def test_unknown_backend_lists_the_choices():
-    with pytest.raises(rnncore.BackendError, match="unknown backend 'jax'.*keras"):
+    with pytest.raises(rnncore.BackendError, match=r"unknown backend 'jax'.*keras"):
         rnncore.get_backend("jax")
 
 

@@ -55,13 +55,24 @@ def test_specs_are_immutable():
         ({"encoder": {"num_layers": 2.5}}, "encoder.num_layers", "integer"),
         ({"encoder": {"dropout": 1.0}}, "encoder.dropout", "[0, 1)"),
         ({"encoder": {"bidirectional": "yes"}}, "encoder.bidirectional", "true or false"),
-        ({"encoder": {"cell": "lstm", "nonlinearity": "relu"}}, "encoder.nonlinearity", "only for cell 'rnn'"),
+        (
+            {"encoder": {"cell": "lstm", "nonlinearity": "relu"}},
+            "encoder.nonlinearity",
+            "only for cell 'rnn'",
+        ),
         ({"encoder": {"hidden_sizes": 3}}, "encoder.hidden_sizes", "unknown field"),
-        ({"input": {"kind": "tokens", "vocab_size": 10, "embedding_dim": 4, "padding_idx": 10}},
-         "input.padding_idx", "< vocab_size"),
+        (
+            {"input": {"kind": "tokens", "vocab_size": 10, "embedding_dim": 4, "padding_idx": 10}},
+            "input.padding_idx",
+            "< vocab_size",
+        ),
         ({"input": {"kind": "image"}}, "input.kind", "'tokens', 'features'"),
         ({"input": {"kind": "features"}}, "input.feature_dim", ">= 1"),
-        ({"input": {"kind": "features", "feature_dim": 3, "vocab_size": 9}}, "input.vocab_size", "only allowed"),
+        (
+            {"input": {"kind": "features", "feature_dim": 3, "vocab_size": 9}},
+            "input.vocab_size",
+            "only allowed",
+        ),
         ({"pooling": "sum"}, "pooling", "'attention'"),
         ({"head": {"activation": "swish"}}, "head.activation", "'gelu'"),
         ({"head": {"hidden": "128"}}, "head.hidden", "list of layer widths"),
@@ -104,7 +115,9 @@ def test_sub_specs_can_be_objects_or_dicts():
     a = ModelSpec(
         input=InputSpec(kind="features", feature_dim=8), encoder=EncoderSpec(cell="gru", hidden_size=4)
     )
-    b = ModelSpec.from_dict({"input": {"kind": "features", "feature_dim": 8}, "encoder": {"cell": "gru", "hidden_size": 4}})
+    b = ModelSpec.from_dict(
+        {"input": {"kind": "features", "feature_dim": 8}, "encoder": {"cell": "gru", "hidden_size": 4}}
+    )
     assert a == b
 
 

@@ -52,7 +52,9 @@ def set_weights(model: RnnModel, weights: Weights) -> None:
     load_canonical(model, model.spec, weights)
 
 
-def _to_tensors(model: RnnModel, inputs: np.ndarray, lengths: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def _to_tensors(
+    model: RnnModel, inputs: np.ndarray, lengths: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
     device = next(model.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(inputs)).to(device)
     return x, torch.from_numpy(np.ascontiguousarray(lengths))
