@@ -33,7 +33,9 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def lstm_step(x, h, c, w, prefix):
+def lstm_step(
+    x: np.ndarray, h: np.ndarray, c: np.ndarray, w: Weights, prefix: str
+) -> tuple[np.ndarray, np.ndarray]:
     hidden = h.shape[-1]
     z = x @ w[f"{prefix}.W_ih"].T + h @ w[f"{prefix}.W_hh"].T + w[f"{prefix}.b"]
     i, f, g, o = (z[:, k * hidden : (k + 1) * hidden] for k in range(4))
@@ -41,7 +43,7 @@ def lstm_step(x, h, c, w, prefix):
     return sigmoid(o) * np.tanh(c), c
 
 
-def gru_step(x, h, w, prefix):
+def gru_step(x: np.ndarray, h: np.ndarray, w: Weights, prefix: str) -> np.ndarray:
     hidden = h.shape[-1]
     gi = x @ w[f"{prefix}.W_ih"].T + w[f"{prefix}.b_ih"]
     gh = h @ w[f"{prefix}.W_hh"].T + w[f"{prefix}.b_hh"]
@@ -51,12 +53,12 @@ def gru_step(x, h, w, prefix):
     return (1.0 - z) * n + z * h
 
 
-def rnn_step(x, h, w, prefix, nonlinearity):
+def rnn_step(x: np.ndarray, h: np.ndarray, w: Weights, prefix: str, nonlinearity: str) -> np.ndarray:
     z = x @ w[f"{prefix}.W_ih"].T + h @ w[f"{prefix}.W_hh"].T + w[f"{prefix}.b"]
     return np.tanh(z) if nonlinearity == "tanh" else np.maximum(z, 0.0)
 
 
-def run_direction(spec: ModelSpec, w: Weights, prefix: str, seq: np.ndarray, backward: bool):
+def run_direction(spec: ModelSpec, w: Weights, prefix: str, seq: np.ndarray, backward: bool) -> np.ndarray:
     """One direction of one layer over one row `seq` (L, I) of valid steps -> (L, H)."""
     enc = spec.encoder
     steps = seq.shape[0]
