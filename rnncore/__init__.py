@@ -3,18 +3,20 @@
 Importing rnncore loads numpy only; a backend's framework is imported when first used.
 """
 
+__version__ = "0.1.0"
+
 from .api import build, get_weights, predict, set_weights, spec_of, value_and_grad
 from .batch import InputError, prepare_batch
+from .bundle import BundleError, load, save
 from .reference import reference_forward
 from .registry import BackendError, available, get_backend
 from .spec import FORMAT, EncoderSpec, HeadSpec, InputSpec, ModelSpec, SpecError, json_schema
 from .weights import WeightsError, canonical_shapes, check_weights, init_weights
 
-__version__ = "0.1.0"
-
 __all__ = [
     "FORMAT",
     "BackendError",
+    "BundleError",
     "EncoderSpec",
     "HeadSpec",
     "InputError",
@@ -31,9 +33,11 @@ __all__ = [
     "get_weights",
     "init_weights",
     "json_schema",
+    "load",
     "predict",
     "prepare_batch",
     "reference_forward",
+    "save",
     "set_weights",
     "spec_of",
     "value_and_grad",

@@ -12,14 +12,17 @@ from rnncore.weights import Weights
 
 from .convert import load_canonical, to_canonical
 from .model import RnnModel
+from .train import Trainer, make_trainer
 
 NAME = "torch"
 
 __all__ = [
     "NAME",
     "RnnModel",
+    "Trainer",
     "build",
     "get_weights",
+    "make_trainer",
     "owns",
     "predict",
     "set_weights",

@@ -1,0 +1,45 @@
+"""The Keras 3 (TensorFlow backend) compiler for rnncore specs.
+
+`build(spec, weights)` returns a plain functional `keras.Model` with two inputs, the token ids
+(int64, `(B, T)`) or features (`(B, T, F)`, spec dtype) and `lengths` (int32, `(B,)`), so it can
+be saved and served like any Keras model. The spec it was built from rides along as the Python
+attribute `model._rnncore_spec` (see `spec_of`); it is not saved with the model.
+
+Keras picks its backend once, at import: this package asks for TensorFlow unless the caller
+chose already, and refuses to run on any other backend.
+"""
+
+import os
+
+# Keras reads its backend once, on first import: choose it before importing keras.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notices) is noise on a CLI.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+
+if keras.backend.backend() != "tensorflow":
+    raise RuntimeError(
+        f"rnncore_tensorflow needs Keras on the TensorFlow backend, but Keras is running on "
+        f"{keras.backend.backend()!r} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND')!r}). "
+        "Set KERAS_BACKEND=tensorflow before anything imports keras, or use rnncore's torch backend."
+    )
+
+from .model import build, get_weights, owns, set_weights, spec_of
+from .runtime import predict, value_and_grad
+from .train import Trainer, make_trainer
+
+NAME = "tensorflow"
+
+__all__ = [
+    "NAME",
+    "Trainer",
+    "build",
+    "get_weights",
+    "make_trainer",
+    "owns",
+    "predict",
+    "set_weights",
+    "spec_of",
+    "value_and_grad",
+]

@@ -1,0 +1,144 @@
+"""Training steps on Keras/TensorFlow with the update rules of `rnncore.train.config`.
+
+Keras' own optimizers differ from torch.optim in small ways that add up (Adam's epsilon sits
+before the bias correction, `clipnorm` is per variable, the learning rate is a float32
+variable even for float64 models). So the update is written out here, op for op in the order
+torch's single-tensor CPU path uses, in the model's dtype, on one traced `tf.function`.
+
+Optimizer slots live in native layout, one per Keras variable, and are exchanged in canonical
+names through the same bindings as the weights (the layout maps are permutations and
+transposes, which commute with the elementwise optimizer math).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from rnncore.train.config import TrainConfig
+from rnncore.train.losses import IGNORE_INDEX, loss_name
+from rnncore.weights import Weights
+
+from . import convert
+from .model import spec_of
+
+_SLOTS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq")}
+
+
+def compute_loss(name: str, outputs: Any, targets: Any, lengths: Any) -> Any:
+    if name == "cross_entropy":
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=outputs))
+    if name == "binary_cross_entropy":
+        return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=outputs))
+    if name == "mean_squared_error":
+        return tf.reduce_mean(tf.square(outputs - targets))
+    steps = tf.shape(targets)[1]
+    valid = (tf.range(steps)[None, :] < tf.cast(lengths, tf.int32)[:, None]) & (targets != IGNORE_INDEX)
+    per_step = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.where(valid, targets, 0), logits=outputs
+    )
+    valid_f = tf.cast(valid, outputs.dtype)
+    return tf.reduce_sum(per_step * valid_f) / tf.maximum(tf.reduce_sum(valid_f), 1.0)
+
+
+class Trainer:
+    """One model, its optimizer slots, and one traced training step."""
+
+    def __init__(self, model: Any, config: TrainConfig):
+        self.model, self.config = model, config
+        self.spec = spec_of(model)
+        self.dtype = tf.as_dtype(self.spec.dtype)
+        self.bindings = convert.bindings(self.spec, model)
+        self.variables = [b.variable for b in self.bindings]
+        self.slots = {
+            slot: [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
+            for slot in _SLOTS[config.optimizer]
+        }
+        self.steps = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self._step_fn: Any = None
+
+    def step(self, inputs: np.ndarray, lengths: np.ndarray, targets: np.ndarray, lr: float) -> float:
+        if self._step_fn is None:
+            self._step_fn = tf.function(self._step, reduce_retracing=True)
+        target_dtype = (
+            self.dtype if loss_name(self.spec) in ("binary_cross_entropy", "mean_squared_error") else tf.int64
+        )
+        loss = self._step_fn(
+            tf.convert_to_tensor(inputs),
+            tf.convert_to_tensor(lengths.astype(np.int32)),
+            tf.convert_to_tensor(targets, target_dtype),
+            tf.constant(lr, tf.float64),
+        )
+        return float(loss.numpy())
+
+    def _step(self, x: Any, lengths: Any, targets: Any, lr: Any) -> Any:
+        with tf.GradientTape() as tape:
+            outputs = self.model([x, lengths], training=True)
+            loss = compute_loss(loss_name(self.spec), outputs, targets, lengths)
+        grads = tape.gradient(loss, self.variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        grads = [tf.convert_to_tensor(g) for g in grads]  # embedding grads come as IndexedSlices
+        if self.config.clip_norm is not None:
+            grads = self._clip(grads)
+        self.steps.assign_add(1)
+        update = {"sgd": self._sgd, "adam": self._adam, "adamw": self._adam}[self.config.optimizer]
+        for i, (var, grad) in enumerate(zip(self.variables, grads, strict=True)):
+            update(i, var, grad, lr)
+        return loss
+
+    def _clip(self, grads: list[Any]) -> list[Any]:
+        # torch.nn.utils.clip_grad_norm_: the norm of the per-tensor norms, coefficient capped at 1
+        total = tf.norm(tf.stack([tf.norm(tf.reshape(g, [-1])) for g in grads]))
+        coef = tf.minimum(tf.constant(self.config.clip_norm, self.dtype) / (total + 1e-6), 1.0)
+        return [g * coef for g in grads]
+
+    def _sgd(self, i: int, var: Any, grad: Any, lr: Any) -> None:
+        c = self.config
+        if c.weight_decay:
+            grad = grad + c.weight_decay * var
+        if c.momentum:
+            buf = self.slots["momentum_buffer"][i]
+            # the zero-initialised buffer makes the first step buf = grad, as torch's clone
+            buf.assign(buf * c.momentum + grad)
+            grad = grad + c.momentum * buf if c.nesterov else tf.identity(buf)
+        var.assign_add(-tf.cast(lr, self.dtype) * grad)
+
+    def _adam(self, i: int, var: Any, grad: Any, lr: Any) -> None:
+        c = self.config
+        if c.optimizer == "adamw":
+            var.assign(var * tf.cast(1.0 - lr * c.weight_decay, self.dtype))
+        elif c.weight_decay:
+            grad = grad + c.weight_decay * var
+        m, v = self.slots["exp_avg"][i], self.slots["exp_avg_sq"][i]
+        m.assign(m + (grad - m) * (1.0 - c.beta1))  # torch's lerp_(grad, 1 - beta1)
+        v.assign(v * c.beta2 + grad * grad * (1.0 - c.beta2))
+        # Scalars in float64, then cast, as torch computes them in Python floats.
+        # (tf.constant, not tf.cast: casting a Python float goes through float32 first.)
+        t = tf.cast(self.steps, tf.float64)
+        bias1 = 1.0 - tf.pow(tf.constant(c.beta1, tf.float64), t)
+        bias2_sqrt = tf.sqrt(1.0 - tf.pow(tf.constant(c.beta2, tf.float64), t))
+        step_size = tf.cast(lr / bias1, self.dtype)
+        denom = tf.sqrt(v) / tf.cast(bias2_sqrt, self.dtype) + c.eps
+        var.assign_add(-step_size * (m / denom))
+
+    def optimizer_state(self) -> Weights:
+        """Optimizer slots in canonical names (`<weight>/<slot>`), plus the update count `step`."""
+        state: Weights = {}
+        for slot, variables in self.slots.items():
+            canonical = convert.to_canonical(self.bindings, [v.numpy() for v in variables])
+            state.update({f"{name}/{slot}": value for name, value in canonical.items()})
+        state["step"] = np.array(int(self.steps.numpy()), dtype=np.int64)
+        return state
+
+    def load_optimizer_state(self, state: Weights) -> None:
+        for slot, variables in self.slots.items():
+            prefix = f"/{slot}"
+            canonical = {k[: -len(prefix)]: v for k, v in state.items() if k.endswith(prefix)}
+            for var, value in zip(variables, convert.to_native(self.bindings, canonical), strict=True):
+                var.assign(value.astype(self.spec.dtype))
+        self.steps.assign(int(state["step"]))
+
+
+def make_trainer(model: Any, config: TrainConfig) -> Trainer:
+    return Trainer(model, config)

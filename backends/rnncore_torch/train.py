@@ -1,0 +1,110 @@
+"""Training steps on torch with the update rules of `rnncore.train.config` (torch.optim's own).
+
+Optimizer state is exchanged in canonical names (`<weight>/exp_avg`, `<weight>/exp_avg_sq`,
+`<weight>/momentum_buffer`, plus `step`), so a checkpoint written here resumes on Keras.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from rnncore.train.config import TrainConfig
+from rnncore.train.losses import IGNORE_INDEX, loss_name
+from rnncore.weights import Weights
+
+from .convert import parameter_map
+from .model import RnnModel
+
+_SLOTS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq")}
+
+
+def _optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+            weight_decay=config.weight_decay,
+        )  # fmt: skip
+    cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return cls(
+        params, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps,
+        weight_decay=config.weight_decay,
+    )  # fmt: skip
+
+
+def compute_loss(
+    model: RnnModel, outputs: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor
+) -> torch.Tensor:
+    name = loss_name(model.spec)
+    if name == "cross_entropy":
+        return F.cross_entropy(outputs, targets)
+    if name == "binary_cross_entropy":
+        return F.binary_cross_entropy_with_logits(outputs, targets)
+    if name == "mean_squared_error":
+        return F.mse_loss(outputs, targets)
+    steps = targets.shape[1]
+    valid = (torch.arange(steps)[None, :] < lengths[:, None]) & (targets != IGNORE_INDEX)
+    per_step = F.cross_entropy(outputs.transpose(1, 2), torch.where(valid, targets, 0), reduction="none")
+    return (per_step * valid).sum() / valid.sum().clamp(min=1)
+
+
+class Trainer:
+    """One model, one optimizer; `step` runs forward, backward, clipping and the update."""
+
+    def __init__(self, model: RnnModel, config: TrainConfig):
+        self.model, self.config = model, config
+        paths = dict(model.named_parameters())
+        # canonical name -> trainable parameter (LSTM/RNN bias_hh is frozen and not here)
+        self.params = {canonical: paths[path] for canonical, path in parameter_map(model.spec)}
+        self.optimizer = _optimizer(list(self.params.values()), config)
+        self.steps = 0  # torch's SGD keeps no step count of its own
+
+    def step(self, inputs: np.ndarray, lengths: np.ndarray, targets: np.ndarray, lr: float) -> float:
+        model = self.model
+        model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x = torch.from_numpy(np.ascontiguousarray(inputs))
+        lens = torch.from_numpy(np.ascontiguousarray(lengths))
+        y = torch.from_numpy(np.ascontiguousarray(targets))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = compute_loss(model, model(x, lens), y, lens)
+        loss.backward()
+        if self.config.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.config.clip_norm, foreach=False)
+        self.optimizer.step()
+        self.steps += 1
+        return float(loss.detach())
+
+    def optimizer_state(self) -> Weights:
+        """Optimizer slots in canonical names, numpy copies; `step` is the update count."""
+        state: Weights = {}
+        for canonical, param in self.params.items():
+            slots = self.optimizer.state.get(param, {})
+            for slot in _SLOTS[self.config.optimizer]:
+                value = slots.get(slot)
+                state[f"{canonical}/{slot}"] = (
+                    np.zeros(tuple(param.shape), dtype=self.model.spec.dtype)
+                    if value is None
+                    else value.detach().cpu().numpy().copy()
+                )
+        state["step"] = np.array(self.steps, dtype=np.int64)
+        return state
+
+    def load_optimizer_state(self, state: Weights) -> None:
+        steps = int(state["step"])
+        for canonical, param in self.params.items():
+            slots: dict[str, torch.Tensor] = {}
+            for slot in _SLOTS[self.config.optimizer]:
+                slots[slot] = torch.from_numpy(np.array(state[f"{canonical}/{slot}"])).to(param.dtype)
+            if self.config.optimizer != "sgd":
+                slots["step"] = torch.tensor(float(steps))
+            elif steps == 0 or self.config.momentum == 0:
+                slots = {}  # torch starts the momentum buffer from the first gradient
+            self.optimizer.state[param] = slots
+        self.steps = steps
+
+
+def make_trainer(model: RnnModel, config: TrainConfig) -> Trainer:
+    return Trainer(model, config)

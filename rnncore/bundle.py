@@ -1,0 +1,174 @@
+"""Model bundles: one framework-neutral folder that either backend loads.
+
+    config.json          {"format": "rnncore.bundle/1", "spec": ..., "backend": ..., "versions": ...}
+    model.safetensors    canonical weights (no pickle anywhere)
+    labels.json          label names, index = class id (optional)
+    tokenizer/           the tokenizer (optional)
+
+Saving is atomic: the folder is written beside its destination under a temporary name and
+renamed into place, so a crash never leaves a half-written bundle where a good one was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .api import build, get_weights, spec_of
+from .registry import backend_of
+from .spec import ModelSpec, SpecError
+from .weights import Weights, WeightsError, check_weights
+
+BUNDLE_FORMAT = "rnncore.bundle/1"
+CONFIG, WEIGHTS, LABELS, TOKENIZER = "config.json", "model.safetensors", "labels.json", "tokenizer"
+MAX_CONFIG_BYTES = 1 << 20  # a spec is a few hundred bytes; anything huge is not ours
+
+
+class BundleError(ValueError):
+    """A bundle folder is missing, malformed, or does not match its own spec."""
+
+
+def _safetensors() -> Any:
+    try:
+        import safetensors.numpy
+    except ImportError:
+        raise ImportError("model bundles need safetensors: pip install 'rnncore[all]'") from None
+    return safetensors.numpy
+
+
+def write_atomically(dest: Path, fill: Callable[[Path], None], overwrite: bool = False) -> None:
+    """Create folder `dest` by filling a temporary sibling and renaming it into place."""
+    dest = Path(dest)
+    if dest.exists() and not overwrite:
+        raise FileExistsError(f"{dest} already exists; choose another folder or pass overwrite")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        fill(tmp)
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+            os.replace(dest, old / dest.name)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_weights(path: Path, weights: Mapping[str, np.ndarray]) -> None:
+    _safetensors().save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(path))
+
+
+def read_weights(path: Path) -> Weights:
+    try:
+        return dict(_safetensors().load_file(str(path)))
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise BundleError(f"{path} is not a readable safetensors file ({err})") from None
+
+
+def _versions() -> dict[str, str]:
+    import sys
+
+    found = {"rnncore": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    for name in ("torch", "tensorflow", "keras"):
+        module = sys.modules.get(name)
+        if module is not None:
+            found[name] = str(getattr(module, "__version__", "?"))
+    return found
+
+
+def save(
+    model: Any,
+    folder: str | Path,
+    *,
+    labels: list[str] | None = None,
+    tokenizer: Any = None,
+    extra: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write `model` (from either backend) as a bundle folder; returns its path."""
+    spec = spec_of(model)
+    weights = get_weights(model)
+    config = {
+        "format": BUNDLE_FORMAT,
+        "spec": spec.to_dict(),
+        "backend": backend_of(model).NAME,
+        "versions": _versions(),
+        **(dict(extra) if extra else {}),
+    }
+
+    def fill(tmp: Path) -> None:
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        write_weights(tmp / WEIGHTS, weights)
+        if labels is not None:
+            (tmp / LABELS).write_text(json.dumps({"labels": list(labels)}, indent=2) + "\n", encoding="utf-8")
+        if tokenizer is not None:
+            tokenizer.save(tmp / TOKENIZER)
+
+    write_atomically(Path(folder), fill, overwrite=overwrite)
+    return Path(folder)
+
+
+def read_config(folder: str | Path) -> dict[str, Any]:
+    folder = Path(folder)
+    path = folder / CONFIG
+    if not folder.is_dir():
+        raise BundleError(f"{folder} is not a folder; a bundle is a folder written by rnncore.save")
+    if not path.is_file() or path.is_symlink():
+        raise BundleError(f"{folder} has no {CONFIG}; is it a bundle written by rnncore.save?")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise BundleError(f"{path} is {path.stat().st_size} bytes; a bundle config is a few KB")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BundleError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(config, dict) or config.get("format") != BUNDLE_FORMAT:
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise BundleError(f"{path}: format is {found!r}; this rnncore reads {BUNDLE_FORMAT!r}")
+    return config
+
+
+def load_weights_and_spec(folder: str | Path) -> tuple[ModelSpec, Weights]:
+    """The bundle's spec and canonical weights, checked against each other."""
+    folder = Path(folder)
+    config = read_config(folder)
+    try:
+        spec = ModelSpec.from_dict(config.get("spec"))  # type: ignore[arg-type]
+    except SpecError as err:
+        raise BundleError(f"{folder / CONFIG}: {err}") from None
+    weights_path = folder / WEIGHTS
+    if not weights_path.is_file() or weights_path.is_symlink():
+        raise BundleError(f"{folder} has no {WEIGHTS}")
+    raw = read_weights(weights_path)
+    wrong_dtype = [k for k, v in raw.items() if v.dtype != np.dtype(spec.dtype)]
+    if wrong_dtype:
+        name = wrong_dtype[0]
+        raise BundleError(f"{weights_path}: {name} is {raw[name].dtype}, the spec says {spec.dtype}")
+    try:
+        return spec, check_weights(spec, raw)
+    except WeightsError as err:
+        raise BundleError(f"{weights_path}: {err}") from None
+
+
+def load(folder: str | Path, backend: str = "torch") -> Any:
+    """Build the bundle's model on `backend` with its weights."""
+    spec, weights = load_weights_and_spec(folder)
+    return build(spec, backend=backend, weights=weights)
+
+
+def load_labels(folder: str | Path) -> list[str] | None:
+    path = Path(folder) / LABELS
+    if not path.is_file():
+        return None
+    return list(json.loads(path.read_text(encoding="utf-8"))["labels"])

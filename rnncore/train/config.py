@@ -1,0 +1,137 @@
+"""The training config (`rnncore.train/1`) and the one definition of every update rule.
+
+Both backends implement exactly the rules written here, so the same config, weights and
+batches give the same weights after training on either stack. Where the frameworks differ
+we pick one definition and write it down:
+
+- learning rate: a Python float per step from `learning_rate(step)`, computed once in numpy
+  and handed to the backend (no framework schedule objects);
+- gradient clipping: global norm over all weights, as torch's `clip_grad_norm_`:
+  g <- g * min(1, clip_norm / (||g||_2 + 1e-6)). (Keras' `clipnorm` clips each variable on
+  its own; we do not use it);
+- sgd: g <- g + wd * p; buf <- momentum * buf + g (buf = g on the first step);
+  g <- g + momentum * buf (nesterov) or buf; p <- p - lr * g   (torch.optim.SGD);
+- adam: g <- g + wd * p; m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
+  p <- p - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)   (torch.optim.Adam:
+  epsilon after bias correction; Keras' Adam adds it before, which we do not use);
+- adamw: p <- p * (1 - lr * wd), then adam with wd = 0   (torch.optim.AdamW).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ..spec import SpecError
+
+TRAIN_FORMAT = "rnncore.train/1"
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "linear_warmup", "cosine")
+
+
+def _positive(path: str, value: Any, integer: bool = False) -> None:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
+        raise SpecError(path, f"got {value!r}; expected a {'positive integer' if integer else 'number > 0'}")
+
+
+def _non_negative(path: str, value: Any, below_one: bool = False) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or value < 0
+        or (below_one and value >= 1)
+    ):
+        raise SpecError(path, f"got {value!r}; expected a number in [0, {'1)' if below_one else 'inf)'}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every hyper-parameter of a training run, explicit. Validated when created."""
+
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    nesterov: bool = False
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    clip_norm: float | None = None
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    epochs: int = 5
+    batch_size: int = 32
+    max_len: int = 128
+    seed: int = 0
+    early_stopping_patience: int | None = None
+    early_stopping_metric: str = "accuracy"
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise SpecError(
+                "train.optimizer", f"got {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}"
+            )
+        if self.schedule not in SCHEDULES:
+            raise SpecError(
+                "train.schedule", f"got {self.schedule!r}; expected one of {', '.join(SCHEDULES)}"
+            )
+        _positive("train.lr", self.lr)
+        _non_negative("train.momentum", self.momentum, below_one=True)
+        _non_negative("train.beta1", self.beta1, below_one=True)
+        _non_negative("train.beta2", self.beta2, below_one=True)
+        _positive("train.eps", self.eps)
+        _non_negative("train.weight_decay", self.weight_decay)
+        if self.clip_norm is not None:
+            _positive("train.clip_norm", self.clip_norm)
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise SpecError("train.nesterov", "only for optimizer 'sgd' with momentum > 0")
+        if self.momentum and self.optimizer != "sgd":
+            raise SpecError("train.momentum", f"only for optimizer 'sgd'; {self.optimizer} uses beta1")
+        for name in ("epochs", "batch_size", "max_len"):
+            _positive(f"train.{name}", getattr(self, name), integer=True)
+        if self.warmup_steps < 0 or isinstance(self.warmup_steps, bool):
+            raise SpecError("train.warmup_steps", f"got {self.warmup_steps!r}; expected an integer >= 0")
+        if self.early_stopping_patience is not None:
+            _positive("train.early_stopping_patience", self.early_stopping_patience, integer=True)
+
+    def learning_rate(self, step: int, total_steps: int) -> float:
+        """The learning rate for 0-based `step` of `total_steps`."""
+        lr = self.lr
+        if self.warmup_steps and step < self.warmup_steps:
+            return lr * (step + 1) / self.warmup_steps
+        if self.schedule == "cosine":
+            decay_steps = max(1, total_steps - self.warmup_steps)
+            progress = min(1.0, (step - self.warmup_steps) / decay_steps)
+            return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return lr
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": TRAIN_FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        data = dict(data)
+        fmt = data.pop("format", TRAIN_FORMAT)
+        if fmt != TRAIN_FORMAT:
+            raise SpecError("train.format", f"got {fmt!r}; expected {TRAIN_FORMAT!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpecError(f"train.{unknown[0]}", f"unknown field; allowed: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except json.JSONDecodeError as err:
+            raise SpecError("train", f"{path} is not valid JSON ({err})") from None
+
+    def with_overrides(self, **changes: Any) -> TrainConfig:
+        """A copy with the given fields changed; None values are ignored (CLI flags not given)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})

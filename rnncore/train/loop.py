@@ -1,0 +1,195 @@
+"""The training loop, written once: batches, learning rates, evaluation, early stopping.
+
+The backend supplies only a trainer (`make_trainer(model, config)` with `.step(inputs,
+lengths, targets, lr) -> loss`); everything that decides *what* is trained on, in which order
+and with which learning rate lives here, so both stacks see identical batches and rates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import metrics
+from ..api import predict, spec_of
+from ..data.splits import bucket_batches
+from ..registry import backend_of
+from .config import TrainConfig
+from .losses import IGNORE_INDEX
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A dataset as arrays: inputs (N, T) ids or (N, T, F) features, lengths (N,), targets."""
+
+    inputs: np.ndarray
+    lengths: np.ndarray
+    targets: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not len(self.inputs) == len(self.lengths) == len(self.targets):
+            raise ValueError(
+                f"inputs ({len(self.inputs)}), lengths ({len(self.lengths)}) and targets "
+                f"({len(self.targets)}) must have one row per example"
+            )
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batch(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows `index`, cut to the longest of them: bucketed batches then carry little padding."""
+        lengths = self.lengths[index]
+        steps = int(lengths.max())
+        targets = self.targets[index]
+        if targets.ndim >= 2 and targets.shape[1] == self.inputs.shape[1] and self.targets.dtype.kind == "i":
+            targets = targets[:, :steps]  # per-step labels (tagging) are cut with the inputs
+        return self.inputs[index, :steps], lengths, targets
+
+
+@dataclass
+class History:
+    """Per-epoch records: mean training loss and validation metrics."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "best_epoch": self.best_epoch, "stopped_early": self.stopped_early}
+
+
+def predict_batched(model: Any, data: Encoded, batch_size: int = 256) -> np.ndarray:
+    """Outputs for every row of `data`, in order, batched by similar length."""
+    order = bucket_batches(data.lengths, batch_size, shuffle=False)
+    outputs: list[np.ndarray] = []
+    positions: list[np.ndarray] = []
+    steps = data.inputs.shape[1]
+    for index in order:
+        x, lengths, _ = data.batch(index)
+        out = predict(model, x, lengths)
+        if out.ndim == 3:  # per-step outputs: pad back to the full width
+            out = np.pad(out, ((0, 0), (0, steps - out.shape[1]), (0, 0)))
+        outputs.append(out)
+        positions.append(index)
+    result = np.concatenate(outputs)
+    inverse = np.empty(len(data), dtype=np.int64)
+    inverse[np.concatenate(positions)] = np.arange(len(data))
+    return result[inverse]
+
+
+def evaluate(model: Any, data: Encoded, batch_size: int = 256) -> dict[str, float]:
+    """Task metrics of `model` on `data`, computed with the shared numpy metrics."""
+    spec = spec_of(model)
+    assert spec.head is not None
+    logits = predict_batched(model, data, batch_size)
+    task = spec.head.task
+    if task == "classification":
+        report = metrics.classification_report(data.targets, logits.argmax(axis=-1))
+        keep = ("accuracy", "macro_f1", "weighted_f1", "micro_f1")
+        scores = {k: float(report[k]) for k in keep}
+        scores["log_loss"] = metrics.log_loss_from_logits(data.targets, logits)
+        return scores
+    if task == "tagging":
+        labels, preds = metrics.masked_token_arrays(data.targets, logits.argmax(axis=-1), data.lengths)
+        keep_mask = labels != IGNORE_INDEX
+        labels, preds = labels[keep_mask], preds[keep_mask]
+        report = metrics.classification_report(labels, preds)
+        return {"accuracy": float(report["accuracy"]), "macro_f1": float(report["macro_f1"])}
+    if task == "multilabel":
+        predicted = (logits > 0).astype(np.int64)
+        return {"accuracy": float((predicted == data.targets).all(axis=1).mean())}
+    return {"mse": float(((logits - data.targets) ** 2).mean())}
+
+
+def _improved(metric: str, value: float, best: float | None) -> bool:
+    lower_is_better = metric in ("log_loss", "mse", "loss")
+    return best is None or (value < best if lower_is_better else value > best)
+
+
+def fit(
+    model: Any,
+    train: Encoded,
+    config: TrainConfig,
+    valid: Encoded | None = None,
+    *,
+    start_epoch: int = 0,
+    trainer: Any = None,
+    on_epoch_end: Callable[[int, History, Any], None] | None = None,
+    progress: bool = True,
+    history: History | None = None,
+) -> History:
+    """Train `model` in place for `config.epochs` epochs (from `start_epoch`, to resume).
+
+    Batches are bucketed by length and shuffled with seed `config.seed + epoch`; learning
+    rates follow `config.learning_rate`; after each epoch the model is evaluated on `valid`
+    and `on_epoch_end(epoch, history, trainer)` is called (checkpointing lives there).
+    """
+    backend = backend_of(model)
+    trainer = trainer or backend.make_trainer(model, config)
+    history = history or History()
+    steps_per_epoch = len(bucket_batches(train.lengths, config.batch_size, seed=config.seed))
+    total_steps = steps_per_epoch * config.epochs
+    best = (
+        None
+        if history.best_epoch is None
+        else history.epochs[history.best_epoch].get(config.early_stopping_metric)
+    )
+    for epoch in range(start_epoch, config.epochs):
+        batches = bucket_batches(train.lengths, config.batch_size, seed=config.seed + epoch)
+        losses = []
+        bar = _progress(len(batches), f"epoch {epoch + 1}/{config.epochs}", progress)
+        for i, index in enumerate(batches):
+            step = epoch * steps_per_epoch + i
+            loss = trainer.step(*train.batch(index), config.learning_rate(step, total_steps))
+            if not np.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {loss} at epoch {epoch + 1}, step {step}: lower the learning rate "
+                    "or set clip_norm; the last checkpoint is kept"
+                )
+            losses.append(loss)
+            bar.update(loss)
+        record = {"epoch": float(epoch + 1), "loss": float(np.mean(losses))}
+        if valid is not None:
+            record.update({f"val_{k}": v for k, v in evaluate(model, valid).items()})
+        bar.close(record)
+        history.epochs.append(record)
+        metric = f"val_{config.early_stopping_metric}"
+        if metric in record and _improved(config.early_stopping_metric, record[metric], best):
+            best, history.best_epoch = record[metric], len(history.epochs) - 1
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, history, trainer)
+        patience = config.early_stopping_patience
+        if (
+            patience
+            and history.best_epoch is not None
+            and len(history.epochs) - 1 - history.best_epoch >= patience
+        ):
+            history.stopped_early = True
+            break
+    return history
+
+
+class _progress:
+    """A per-epoch progress bar with loss and speed (tqdm when installed, else silent)."""
+
+    def __init__(self, total: int, desc: str, enabled: bool):
+        self.bar: Any = None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=total, desc=desc, unit="batch", leave=True)
+
+    def update(self, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            self.bar.update(1)
+
+    def close(self, record: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k != "epoch"})
+            self.bar.close()
