@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .batch import InputError
@@ -75,6 +76,76 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _train_config(args: argparse.Namespace) -> Any:
+    from .train import TrainConfig
+
+    base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    return base.with_overrides(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_len=args.max_len, seed=args.seed
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train.run import BUNDLED_PREFIX, DEFAULT_DATA, train_run
+
+    data = args.data or BUNDLED_PREFIX + DEFAULT_DATA[args.task]
+    spec = ModelSpec.from_file(args.spec) if args.spec else None
+    config = _train_config(args)
+    print(
+        f"rnncore train: {args.task} on {data}, backend {args.backend}, "
+        f"{config.epochs} epoch(s) -> {args.out}"
+    )
+    scores = train_run(
+        task=args.task, data=data, out=args.out, backend=args.backend, spec=spec, config=config,
+        valid=args.valid, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
+    )  # fmt: skip
+    print("held-out test split: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .train.run import evaluate_run
+
+    scores = evaluate_run(args.run, args.data, args.split, args.backend)
+    if args.json:
+        print(json.dumps(scores))
+    else:
+        for key, value in scores.items():
+            print(f"{key:>12}  {value:.4f}")
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .train.run import predict_texts
+
+    texts = list(args.texts)
+    if args.data:
+        texts += [line for line in Path(args.data).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise InputError("give a text to classify, or --data FILE with one text per line")
+    for row in predict_texts(args.run, texts, args.backend):
+        if args.json:
+            print(json.dumps(row))
+        else:
+            print(f"{row['label']}\t{max(row['probabilities'].values()):.3f}\t{row['text']}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.backend, Path(args.out), epochs=args.epochs, quiet=args.quiet)
+
+
+def _add_train_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--config", help="training config JSON (rnncore.train/1); flags below override it")
+    command.add_argument("--epochs", type=int, help="passes over the training data")
+    command.add_argument("--batch-size", type=int, help="examples per step")
+    command.add_argument("--lr", type=float, help="learning rate")
+    command.add_argument("--max-len", type=int, help="longest sequence kept (tokens or steps)")
+    command.add_argument("--seed", type=int, help="seed for the split, weights and batch order")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rnncore",
@@ -112,6 +183,55 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a spec file and print it in canonical form")
     validate.add_argument("spec", help="spec file (.json/.yaml)")
     validate.set_defaults(run=cmd_validate)
+
+    backend_choices = ["torch", "pytorch", "tensorflow", "tf", "keras"]
+    train = commands.add_parser("train", help="train a model on a backend and write a run folder")
+    train.add_argument(
+        "--backend", choices=backend_choices, default="torch", help="framework (default torch)"
+    )
+    train.add_argument("--task", choices=["text-classification", "sequence-classification", "tagging"],
+                       default="text-classification", help="what to learn")  # fmt: skip
+    train.add_argument("--data", help="CSV/TSV/JSONL/class folders, CoNLL, .npz, or bundled:NAME "
+                       "(default: the bundled set for the task)")  # fmt: skip
+    train.add_argument("--valid", help="validation data (default: 10%% of --data)")
+    train.add_argument("--spec", help="model spec file; default: a sensible model for the task")
+    train.add_argument("--out", required=True, help="run folder to write")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_train_options(train)
+    train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a trained run on data")
+    evaluate.add_argument("run", help="run folder written by `rnncore train`")
+    evaluate.add_argument("--data", help="data to score (default: the held-out split of the training data)")
+    evaluate.add_argument("--split", choices=["train", "valid", "test"], default="test",
+                          help="which split of the training data (default test)")  # fmt: skip
+    evaluate.add_argument(
+        "--backend", choices=backend_choices, help="framework (default: the one it trained on)"
+    )
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object of metrics")
+    evaluate.set_defaults(run=cmd_evaluate)
+
+    predict = commands.add_parser("predict", help="classify texts with a trained run")
+    predict.add_argument("run", help="run folder written by `rnncore train`")
+    predict.add_argument("texts", nargs="*", help="texts to classify")
+    predict.add_argument("--data", help="a file with one text per line")
+    predict.add_argument(
+        "--backend", choices=backend_choices, help="framework (default: the one it trained on)"
+    )
+    predict.add_argument("--json", action="store_true", help="one JSON object per text")
+    predict.set_defaults(run=cmd_predict)
+
+    demo = commands.add_parser(
+        "demo", help="the main job: train a BiLSTM sentiment classifier, port it, compare the backends"
+    )
+    demo.add_argument("--backend", choices=["both", *backend_choices], default="both",
+                      help="train on this backend, or on both one after the other")  # fmt: skip
+    demo.add_argument("--out", default="runs/demo", help="where to write the runs (default runs/demo)")
+    demo.add_argument("--epochs", type=int, default=4, help="training epochs (default 4)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(run=cmd_demo)
     return parser
 
 
@@ -121,11 +241,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    if getattr(args, "batch", 1) < 1 or getattr(args, "max_len", 1) < 1:
-        parser.error("--batch and --max-len must be at least 1")
+    for flag in ("batch", "max_len", "epochs", "batch_size"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
     try:
         return int(args.run(args))
-    except (SpecError, WeightsError, InputError, OSError) as err:
+    except (SpecError, WeightsError, InputError, OSError, ValueError) as err:
         print(f"rnncore: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except BackendError as err:

@@ -5,7 +5,8 @@ It favours being obviously right over being fast. Every backend is tested agains
 Semantics (the definition the backends must reproduce):
 - a row of length L uses steps 0..L-1 only; the forward direction runs 0 -> L-1, the
   backward direction L-1 -> 0; both start from a zero state;
-- a layer's output at padded steps is zero; a residual layer adds its input at valid steps;
+- a layer's output at padded steps is zero; a residual layer adds its input at valid steps
+  (in training, dropout acts on the recurrent branch before the add: x + dropout(rnn(x)));
 - pooling `last` takes the forward half at step L-1 and the backward half at step 0;
   `mean`/`max`/`attention` look at valid steps only;
 - the head applies Dense -> activation (-> dropout, training only) per hidden layer, then

@@ -84,6 +84,9 @@ def value_and_grad(
             x.requires_grad_(True)
         model.zero_grad(set_to_none=True)
         out = model(x, lens)
+        if tuple(cotangent.shape) != tuple(out.shape):
+            # checked: `out * cot` would broadcast some wrong shapes silently
+            raise ValueError(f"cotangent has shape {cotangent.shape}; the outputs have {tuple(out.shape)}")
         cot = torch.from_numpy(np.ascontiguousarray(cotangent)).to(out.device, out.dtype)
         (out * cot).sum().backward()
         params = dict(model.named_parameters())

@@ -80,8 +80,8 @@ class RnnModel(nn.Module):
 
     def _encode_full(self, x: torch.Tensor) -> torch.Tensor:
         for rnn, residual in zip(self.encoder, self.residual, strict=True):
-            out, _ = rnn(x)
-            x = self.encoder_dropout(out + x if residual else out)
+            out = self.encoder_dropout(rnn(x)[0])
+            x = out + x if residual else out
         return x
 
     def _encode_packed(self, x: torch.Tensor, lengths: torch.Tensor, steps: int) -> torch.Tensor:
@@ -91,10 +91,9 @@ class RnnModel(nn.Module):
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         for rnn, residual in zip(self.encoder, self.residual, strict=True):
             out, _ = rnn(packed)
-            data = out.data + packed.data if residual else out.data
-            packed = PackedSequence(
-                self.encoder_dropout(data), out.batch_sizes, out.sorted_indices, out.unsorted_indices
-            )
+            data = self.encoder_dropout(out.data)
+            data = data + packed.data if residual else data
+            packed = PackedSequence(data, out.batch_sizes, out.sorted_indices, out.unsorted_indices)
         seq, _ = pad_packed_sequence(packed, batch_first=True, total_length=steps)
         return seq
 
