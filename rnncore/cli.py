@@ -97,7 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     scores = train_run(
         task=args.task, data=data, out=args.out, backend=args.backend, spec=spec, config=config,
-        valid=args.valid, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
+        valid=args.valid, columns=(args.text_column, args.label_column), overwrite=args.overwrite,
+        resume=args.resume, progress=not args.quiet,
     )  # fmt: skip
     print("held-out test split: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     return EXIT_OK
@@ -175,14 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=("torch", "tensorflow"),
         help="comma-separated backends to compare (default torch,tensorflow)",
     )
-    parity.set_defaults(run=cmd_parity)
+    parity.set_defaults(handler=cmd_parity)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of spec files")
-    schema.set_defaults(run=cmd_schema)
+    schema.set_defaults(handler=cmd_schema)
 
     validate = commands.add_parser("validate", help="check a spec file and print it in canonical form")
     validate.add_argument("spec", help="spec file (.json/.yaml)")
-    validate.set_defaults(run=cmd_validate)
+    validate.set_defaults(handler=cmd_validate)
 
     backend_choices = ["torch", "pytorch", "tensorflow", "tf", "keras"]
     train = commands.add_parser("train", help="train a model on a backend and write a run folder")
@@ -194,13 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="CSV/TSV/JSONL/class folders, CoNLL, .npz, or bundled:NAME "
                        "(default: the bundled set for the task)")  # fmt: skip
     train.add_argument("--valid", help="validation data (default: 10%% of --data)")
+    train.add_argument("--text-column", default="text", help="text column or JSONL field (default text)")
+    train.add_argument("--label-column", default="label", help="label column or JSONL field (default label)")
     train.add_argument("--spec", help="model spec file; default: a sensible model for the task")
     train.add_argument("--out", required=True, help="run folder to write")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_train_options(train)
-    train.set_defaults(run=cmd_train)
+    train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a trained run on data")
     evaluate.add_argument("run", help="run folder written by `rnncore train`")
@@ -211,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=backend_choices, help="framework (default: the one it trained on)"
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object of metrics")
-    evaluate.set_defaults(run=cmd_evaluate)
+    evaluate.set_defaults(handler=cmd_evaluate)
 
     predict = commands.add_parser("predict", help="classify texts with a trained run")
     predict.add_argument("run", help="run folder written by `rnncore train`")
@@ -221,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=backend_choices, help="framework (default: the one it trained on)"
     )
     predict.add_argument("--json", action="store_true", help="one JSON object per text")
-    predict.set_defaults(run=cmd_predict)
+    predict.set_defaults(handler=cmd_predict)
 
     demo = commands.add_parser(
         "demo", help="the main job: train a BiLSTM sentiment classifier, port it, compare the backends"
@@ -231,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="where to write the runs (default runs/demo)")
     demo.add_argument("--epochs", type=int, default=4, help="training epochs (default 4)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    demo.set_defaults(run=cmd_demo)
+    demo.set_defaults(handler=cmd_demo)
     return parser
 
 
@@ -246,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if value is not None and value < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1")
     try:
-        return int(args.run(args))
+        return int(args.handler(args))
     except (SpecError, WeightsError, InputError, OSError, ValueError) as err:
         print(f"rnncore: error: {err}", file=sys.stderr)
         return EXIT_USAGE

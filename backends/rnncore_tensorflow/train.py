@@ -137,7 +137,7 @@ class Trainer:
             canonical = {k[: -len(prefix)]: v for k, v in state.items() if k.endswith(prefix)}
             for var, value in zip(variables, convert.to_native(self.bindings, canonical), strict=True):
                 var.assign(value.astype(self.spec.dtype))
-        self.steps.assign(int(state["step"]))
+        self.steps.assign(int(np.asarray(state["step"]).ravel()[0]))  # stored as (1,)
 
 
 def make_trainer(model: Any, config: TrainConfig) -> Trainer:

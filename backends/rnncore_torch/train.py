@@ -93,7 +93,7 @@ class Trainer:
         return state
 
     def load_optimizer_state(self, state: Weights) -> None:
-        steps = int(state["step"])
+        steps = int(np.asarray(state["step"]).ravel()[0])  # safetensors stores scalars as (1,)
         for canonical, param in self.params.items():
             slots: dict[str, torch.Tensor] = {}
             for slot in _SLOTS[self.config.optimizer]:

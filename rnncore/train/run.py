@@ -44,15 +44,18 @@ class RunError(ValueError):
 
 
 # ---- data ------------------------------------------------------------------------------------
-def read_dataset(source: str, task: str) -> Any:
-    """A dataset for `task` from a file/folder path or `bundled:NAME`."""
+def read_dataset(source: str, task: str, columns: tuple[str, str] = ("text", "label")) -> Any:
+    """A dataset for `task` from a file/folder path or `bundled:NAME`.
+
+    `columns` names the text and label columns (or JSONL fields) of table files.
+    """
     if source.startswith(BUNDLED_PREFIX):
         return load_bundled(source[len(BUNDLED_PREFIX) :])
     path = Path(source)
     if not path.exists():
         raise RunError(f"no such data file or folder: {source}")
     if task == "text-classification":
-        return read_texts(path)
+        return read_texts(path, *columns)
     if task == "tagging":
         return read_conll(path)
     return read_npz(path)
@@ -176,6 +179,7 @@ def train_run(
     spec: ModelSpec | None = None,
     config: TrainConfig | None = None,
     valid: str | None = None,
+    columns: tuple[str, str] = ("text", "label"),
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
@@ -189,12 +193,12 @@ def train_run(
         raise RunError(f"{run} already exists; pass --overwrite to replace it or --resume to continue it")
     if resume and not run.exists():
         raise RunError(f"cannot resume: {run} does not exist")
-    dataset = read_dataset(data, task)
+    dataset = read_dataset(data, task, columns)
     if len(dataset) < 3:
         raise RunError(f"{data} holds {len(dataset)} examples; need at least 3 to train and evaluate")
     parts = split_dataset(dataset, config.seed)
     if valid is not None:
-        parts["valid"] = read_dataset(valid, task)
+        parts["valid"] = read_dataset(valid, task, columns)
     encoder = fit_encoder(task, parts["train"], config.max_len)
     encoded = {name: encoder.encode(part, f"the {name} split") for name, part in parts.items()}
     spec = spec or default_spec(task, encoder, dataset)
@@ -208,7 +212,7 @@ def train_run(
         shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
     run_info = {"format": RUN_FORMAT, "task": task, "data": data, "valid": valid, "backend": backend,
-                "train": config.to_dict()}  # fmt: skip
+                "columns": list(columns), "train": config.to_dict()}  # fmt: skip
     (run / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
 
     def on_epoch_end(epoch: int, hist: History, tr: Any) -> None:
@@ -304,7 +308,7 @@ def evaluate_run(run: str | Path, data: str | None = None, split_name: str = "te
     """Metrics of a run's model on `data` (default: the held-out split of its training data)."""
     model, encoder, info = load_run(run, backend)
     source = data or info["data"]
-    dataset = read_dataset(source, info["task"])
+    dataset = read_dataset(source, info["task"], tuple(info.get("columns", ("text", "label"))))
     if data is None or data == info["data"]:
         dataset = split_dataset(dataset, int(info["train"]["seed"]))[split_name]
     try:

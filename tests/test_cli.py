@@ -1,0 +1,188 @@
+"""The command line: help, exit codes, parity, and a whole train -> evaluate -> predict run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rnncore
+from rnncore import cli
+from rnncore.data import load_bundled
+
+SMALL_SPEC = {
+    "input": {"kind": "features", "feature_dim": 3},
+    "encoder": {"cell": "gru", "hidden_size": 4, "num_layers": 2, "bidirectional": True},
+    "pooling": "attention",
+    "head": {"hidden": [3], "num_outputs": 2},
+}
+
+
+def _rnncore(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rnncore", *args], capture_output=True, text=True, timeout=600, cwd=cwd
+    )
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path) -> Path:
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(SMALL_SPEC))
+    return path
+
+
+@pytest.fixture
+def reviews_csv(tmp_path: Path) -> Path:
+    """240 real Rotten Tomatoes snippets as a CSV with its own column names."""
+    data = load_bundled("rotten_tomatoes")
+    path = tmp_path / "reviews.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["review", "verdict"])
+        writer.writerows(zip(data.texts[:240], data.labels[:240], strict=True))
+    return path
+
+
+def test_help_works_everywhere():
+    for args in ([], ["parity"], ["train"], ["evaluate"], ["predict"], ["demo"], ["schema"]):
+        result = _rnncore(*args, "--help")
+        assert result.returncode == 0, result.stderr
+        assert "usage: rnncore" in result.stdout
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert cli.main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_parity_passes_and_prints_a_table(spec_file):
+    result = _rnncore("parity", str(spec_file), "--batch", "3", "--max-len", "5")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in ("torch vs oracle", "tensorflow vs oracle", "torch vs tensorflow", "gradients"):
+        assert line in result.stdout
+    assert "all checks within tolerance" in result.stdout
+
+
+def test_parity_exits_1_when_a_check_fails(spec_file, monkeypatch, capsys):
+    from rnncore import tolerances
+
+    strict = {key: tolerances.Tolerance(0.0, 0.0) for key in tolerances.TOLERANCES}
+    monkeypatch.setattr(tolerances, "TOLERANCES", strict)
+    assert cli.main(["parity", str(spec_file), "--backends", "torch", "--batch", "4"]) == 1
+    assert "PARITY FAILED" in capsys.readouterr().out
+
+
+def test_bad_spec_exits_2_with_the_reason_and_no_traceback(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**SMALL_SPEC, "pooling": "sum"}))
+    result = _rnncore("parity", str(bad))
+    assert result.returncode == 2
+    assert "pooling: got 'sum'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_schema_is_json(capsys):
+    assert cli.main(["schema"]) == 0
+    assert json.loads(capsys.readouterr().out)["properties"]["format"]["const"] == rnncore.FORMAT
+
+
+def _train(reviews_csv: Path, out: Path, *extra: str) -> int:
+    return cli.main(
+        ["train", "--data", str(reviews_csv), "--out", str(out), "--epochs", "1", "--batch-size", "16",
+         "--max-len", "24", "--quiet", *extra]
+    )  # fmt: skip
+
+
+def test_train_evaluate_predict_on_a_csv(reviews_csv, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(reviews_csv, run, "--text-column", "review", "--label-column", "verdict") == 0
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "labels.json",
+        "run.json",
+        "history.json",
+        "history.png",
+    ):
+        assert (run / name).is_file(), name
+    assert (run / "tokenizer" / "tokenizer.json").is_file()
+    assert (run / "checkpoints" / "LATEST").read_text().strip() == "epoch-0001"
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert {"accuracy", "macro_f1"} <= set(scores) and 0.0 <= scores["accuracy"] <= 1.0
+    assert cli.main(["predict", str(run), "a quietly moving film", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["label"] in ("fresh", "rotten") and abs(sum(row["probabilities"].values()) - 1) < 1e-6
+
+
+def test_a_torch_trained_run_predicts_the_same_on_tensorflow(reviews_csv, tmp_path):
+    from rnncore.train.loop import predict_batched
+    from rnncore.train.run import load_run, read_dataset
+
+    run = tmp_path / "run"
+    assert _train(reviews_csv, run, "--text-column", "review", "--label-column", "verdict") == 0
+    torch_model, encoder, info = load_run(run)
+    keras_model, _, _ = load_run(run, backend="tensorflow")
+    data = encoder.encode(read_dataset(str(reviews_csv), info["task"], ("review", "verdict")), "all rows")
+    torch_logits, keras_logits = predict_batched(torch_model, data), predict_batched(keras_model, data)
+    np.testing.assert_array_equal(torch_logits.argmax(1), keras_logits.argmax(1))
+    rnncore.tolerances.assert_close(keras_logits, torch_logits, "outputs", "float32")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("review,verdict\ngood,fresh\n", "column"),
+        ("", "empty"),
+        (b"text,label\n\xff\xfe bad bytes,fresh\n", "not valid utf-8"),
+    ],
+)
+def test_bad_data_exits_2_without_writing_a_run(tmp_path, content, message, capsys):
+    data = tmp_path / "data.csv"
+    if isinstance(content, bytes):
+        data.write_bytes(content)
+    else:
+        data.write_text(content)
+    run = tmp_path / "run"
+    assert _train(data, run) == 2
+    assert message in capsys.readouterr().err
+    assert not run.exists()
+
+
+def test_an_existing_run_is_not_overwritten_without_asking(reviews_csv, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "precious.txt").write_text("keep me")
+    assert _train(reviews_csv, run) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (run / "precious.txt").read_text() == "keep me"
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    digits = load_bundled("digits").subset(np.arange(300))
+    data = tmp_path / "digits.npz"
+    np.savez(data, x=digits.x, y=digits.y)
+    common = [
+        "train",
+        "--task",
+        "sequence-classification",
+        "--data",
+        str(data),
+        "--batch-size",
+        "32",
+        "--quiet",
+    ]
+    assert cli.main([*common, "--out", str(tmp_path / "straight"), "--epochs", "3"]) == 0
+    assert cli.main([*common, "--out", str(tmp_path / "resumed"), "--epochs", "2"]) == 0
+    assert cli.main([*common, "--out", str(tmp_path / "resumed"), "--epochs", "3", "--resume"]) == 0
+    straight = rnncore.load(tmp_path / "straight")
+    resumed = rnncore.load(tmp_path / "resumed")
+    a, b = rnncore.get_weights(straight), rnncore.get_weights(resumed)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
