@@ -13,8 +13,9 @@ import os
 
 # Keras reads its backend once, on first import: choose it before importing keras.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-# TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notices) is noise on a CLI.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ start-up chatter (a failed CUDA probe on CPU machines, oneDNN notices)
+# is noise on a CLI; set TF_CPP_MIN_LOG_LEVEL yourself to see it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
 
