@@ -78,8 +78,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _train_config(args: argparse.Namespace) -> Any:
     from .train import TrainConfig
+    from .train.run import DEFAULT_TRAIN
 
-    base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    base = TrainConfig.from_file(args.config) if args.config else DEFAULT_TRAIN[args.task]
     return base.with_overrides(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_len=args.max_len, seed=args.seed
     )

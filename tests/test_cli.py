@@ -186,3 +186,15 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
     a, b = rnncore.get_weights(straight), rnncore.get_weights(resumed)
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_unseen_labels_and_empty_texts_are_refused_by_a_trained_run(reviews_csv, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(reviews_csv, run, "--text-column", "review", "--label-column", "verdict") == 0
+    other = tmp_path / "other.csv"
+    other.write_text("review,verdict\nnot bad at all,meh\n")
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run), "--data", str(other)]) == 2
+    assert "'meh'" in capsys.readouterr().err
+    assert cli.main(["predict", str(run), "   "]) == 2
+    assert "empty" in capsys.readouterr().err

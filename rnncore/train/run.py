@@ -37,6 +37,12 @@ DEFAULT_DATA = {
     "sequence-classification": "digits",
     "tagging": "brown_pos",
 }
+# Starting points per task, measured on the bundled data (see README); flags override them.
+DEFAULT_TRAIN = {
+    "text-classification": TrainConfig(epochs=4, lr=2e-3, batch_size=32, max_len=64),
+    "sequence-classification": TrainConfig(epochs=20, lr=5e-3, batch_size=32),
+    "tagging": TrainConfig(epochs=6, lr=5e-3, batch_size=32),
+}
 
 
 class RunError(ValueError):
@@ -94,20 +100,26 @@ class Encoder:
         return self.tokenizer.encode_batch(texts, max_len=self.max_len, on_empty="unk")
 
 
-def fit_encoder(task: str, train: Any, max_len: int) -> Encoder:
+def fit_encoder(task: str, train: Any, max_len: int, inventory: Any = None) -> Encoder:
+    """Tokenizer fitted on the training split; labels from `inventory` (default: the training split).
+
+    The label set is the annotation scheme's inventory, so a run takes it from the whole data
+    file: a rare tag that only the test split holds is still a class, not an error.
+    """
+    inventory = inventory if inventory is not None else train
     if task == "text-classification":
         from ..tokenize import Tokenizer
 
         tokenizer = Tokenizer.train(list(train.texts), kind="word", vocab_size=20000, min_frequency=2)
-        return Encoder(task, LabelVocab.fit(train.labels), tokenizer, max_len)
+        return Encoder(task, LabelVocab.fit(inventory.labels), tokenizer, max_len)
     if task == "tagging":
         from ..tokenize import Tokenizer
 
         words = [" ".join(sentence) for sentence in train.sentences]
         tokenizer = Tokenizer.train(words, kind="word", vocab_size=30000, min_frequency=1)
-        labels = LabelVocab.fit(tag for row in train.tags for tag in row)
+        labels = LabelVocab.fit(tag for row in inventory.tags for tag in row)
         return Encoder(task, labels, tokenizer, max_len)
-    return Encoder(task, LabelVocab.fit(str(int(y)) for y in train.y), None, max_len)
+    return Encoder(task, LabelVocab.fit(str(int(y)) for y in inventory.y), None, max_len)
 
 
 def default_spec(task: str, encoder: Encoder, data: Any) -> ModelSpec:
@@ -187,7 +199,7 @@ def train_run(
     """Train on `data`, write the run folder `out`, return the test (or validation) metrics."""
     if task not in TASKS:
         raise RunError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    config = config or TrainConfig()
+    config = config or DEFAULT_TRAIN[task]
     run = Path(out)
     if run.exists() and not (overwrite or resume):
         raise RunError(f"{run} already exists; pass --overwrite to replace it or --resume to continue it")
@@ -199,7 +211,7 @@ def train_run(
     parts = split_dataset(dataset, config.seed)
     if valid is not None:
         parts["valid"] = read_dataset(valid, task, columns)
-    encoder = fit_encoder(task, parts["train"], config.max_len)
+    encoder = fit_encoder(task, parts["train"], config.max_len, inventory=dataset)
     encoded = {name: encoder.encode(part, f"the {name} split") for name, part in parts.items()}
     spec = spec or default_spec(task, encoder, dataset)
     if encoder.tokenizer is not None:
