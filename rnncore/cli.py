@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--backend", choices=["both", *backend_choices], default="both",
                       help="train on this backend, or on both one after the other")  # fmt: skip
     demo.add_argument("--out", default="runs/demo", help="where to write the runs (default runs/demo)")
-    demo.add_argument("--epochs", type=int, default=4, help="training epochs (default 4)")
+    demo.add_argument("--epochs", type=int, default=8, help="most training epochs; stops early (default 8)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=cmd_demo)
     return parser

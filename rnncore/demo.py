@@ -14,21 +14,20 @@ import numpy as np
 
 from .api import build, get_weights, spec_of
 from .registry import canonical_name
-from .train import TrainConfig
 from .train.loop import evaluate, predict_batched
-from .train.run import load_run, read_dataset, split_dataset, train_run
+from .train.run import DEFAULT_TRAIN, load_run, read_dataset, split_dataset, train_run
 
 DATA = "bundled:rotten_tomatoes"
 OTHER = {"torch": "tensorflow", "tensorflow": "torch"}
 
 
-def run_demo(backend: str, out: Path, epochs: int = 4, quiet: bool = False) -> int:
+def run_demo(backend: str, out: Path, epochs: int = 8, quiet: bool = False) -> int:
     backends = ["torch", "tensorflow"] if backend == "both" else [canonical_name(backend)]
-    config = TrainConfig(epochs=epochs, batch_size=32, lr=2e-3, max_len=64, seed=0)
+    config = DEFAULT_TRAIN["text-classification"].with_overrides(epochs=epochs)
     rows = []
     for name in backends:
         run = out / name
-        print(f"\n== training on {name}: BiLSTM, Rotten Tomatoes, {epochs} epochs -> {run}")
+        print(f"\n== training on {name}: BiLSTM, Rotten Tomatoes, up to {epochs} epochs -> {run}")
         start = time.perf_counter()
         train_run(task="text-classification", data=DATA, out=run, backend=name, config=config,
                   overwrite=True, progress=not quiet)  # fmt: skip

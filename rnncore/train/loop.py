@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .. import metrics
-from ..api import predict, spec_of
+from ..api import get_weights, predict, set_weights, spec_of
 from ..data.splits import bucket_batches
 from ..registry import backend_of
 from .config import TrainConfig
@@ -126,6 +126,9 @@ def fit(
     Batches are bucketed by length and shuffled with seed `config.seed + epoch`; learning
     rates follow `config.learning_rate`; after each epoch the model is evaluated on `valid`
     and `on_epoch_end(epoch, history, trainer)` is called (checkpointing lives there).
+    With `config.early_stopping_patience`, training stops after that many epochs without a
+    better validation metric and the model ends with the best epoch's weights (as Keras'
+    `restore_best_weights`); without it, the model keeps the last epoch's weights.
     """
     backend = backend_of(model)
     trainer = trainer or backend.make_trainer(model, config)
@@ -137,6 +140,7 @@ def fit(
         if history.best_epoch is None
         else history.epochs[history.best_epoch].get(config.early_stopping_metric)
     )
+    best_weights = None
     for epoch in range(start_epoch, config.epochs):
         batches = bucket_batches(train.lengths, config.batch_size, seed=config.seed + epoch)
         losses = []
@@ -159,6 +163,7 @@ def fit(
         metric = f"val_{config.early_stopping_metric}"
         if metric in record and _improved(config.early_stopping_metric, record[metric], best):
             best, history.best_epoch = record[metric], len(history.epochs) - 1
+            best_weights = get_weights(model) if config.early_stopping_patience else None
         if on_epoch_end is not None:
             on_epoch_end(epoch, history, trainer)
         patience = config.early_stopping_patience
@@ -169,6 +174,8 @@ def fit(
         ):
             history.stopped_early = True
             break
+    if best_weights is not None:
+        set_weights(model, best_weights)
     return history
 
 

@@ -39,7 +39,9 @@ DEFAULT_DATA = {
 }
 # Starting points per task, measured on the bundled data (see README); flags override them.
 DEFAULT_TRAIN = {
-    "text-classification": TrainConfig(epochs=4, lr=2e-3, batch_size=32, max_len=64),
+    "text-classification": TrainConfig(
+        epochs=8, lr=2e-3, batch_size=32, max_len=64, early_stopping_patience=2
+    ),
     "sequence-classification": TrainConfig(epochs=20, lr=5e-3, batch_size=32),
     "tagging": TrainConfig(epochs=6, lr=5e-3, batch_size=32),
 }
