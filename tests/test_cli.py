@@ -198,3 +198,20 @@ def test_unseen_labels_and_empty_texts_are_refused_by_a_trained_run(reviews_csv,
     assert "'meh'" in capsys.readouterr().err
     assert cli.main(["predict", str(run), "   "]) == 2
     assert "empty" in capsys.readouterr().err
+
+
+def test_tagging_runs_report_entity_scores_for_iob_tags(tmp_path, capsys):
+    ner = load_bundled("ner_iob2")
+    conll = tmp_path / "ner.conll"
+    with conll.open("w", encoding="utf-8") as handle:
+        for words, tags in zip(ner.sentences[:150], ner.tags[:150], strict=True):
+            handle.writelines(f"{w}\t{t}\n" for w, t in zip(words, tags, strict=True))
+            handle.write("\n")
+    run = tmp_path / "ner"
+    args = ["train", "--task", "tagging", "--data", str(conll), "--out", str(run), "--epochs", "2", "--quiet"]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run), "--json", "--backend", "tensorflow"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert {"accuracy", "entity_precision", "entity_recall", "entity_f1"} <= set(scores)
+    assert 0.0 <= scores["entity_f1"] <= 1.0

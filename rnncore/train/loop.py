@@ -7,7 +7,8 @@ and with which learning rate lives here, so both stacks see identical batches an
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,8 +81,14 @@ def predict_batched(model: Any, data: Encoded, batch_size: int = 256) -> np.ndar
     return result[inverse]
 
 
-def evaluate(model: Any, data: Encoded, batch_size: int = 256) -> dict[str, float]:
-    """Task metrics of `model` on `data`, computed with the shared numpy metrics."""
+def evaluate(
+    model: Any, data: Encoded, batch_size: int = 256, label_names: Sequence[str] | None = None
+) -> dict[str, float]:
+    """Task metrics of `model` on `data`, computed with the shared numpy metrics.
+
+    For tagging with IOB tag names (`O`, `B-X`, `I-X`) given in `label_names`, the
+    entity-level (seqeval-style, IOB2) precision/recall/F1 are reported too.
+    """
     spec = spec_of(model)
     assert spec.head is not None
     logits = predict_batched(model, data, batch_size)
@@ -97,11 +104,28 @@ def evaluate(model: Any, data: Encoded, batch_size: int = 256) -> dict[str, floa
         keep_mask = labels != IGNORE_INDEX
         labels, preds = labels[keep_mask], preds[keep_mask]
         report = metrics.classification_report(labels, preds)
-        return {"accuracy": float(report["accuracy"]), "macro_f1": float(report["macro_f1"])}
+        scores = {"accuracy": float(report["accuracy"]), "macro_f1": float(report["macro_f1"])}
+        if label_names is not None and all(IOB_TAG.match(name) for name in label_names):
+            scores.update(_entity_scores(data, logits.argmax(axis=-1), label_names))
+        return scores
     if task == "multilabel":
         predicted = (logits > 0).astype(np.int64)
         return {"accuracy": float((predicted == data.targets).all(axis=1).mean())}
     return {"mse": float(((logits - data.targets) ** 2).mean())}
+
+
+IOB_TAG = re.compile(r"^(O|[BI]-.+)$")
+
+
+def _entity_scores(data: Encoded, predicted: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    true_rows, pred_rows = [], []
+    for row, length in enumerate(data.lengths):
+        targets = data.targets[row, :length]
+        keep = targets != IGNORE_INDEX  # one label per word: its first sub-token
+        true_rows.append([names[i] for i in targets[keep]])
+        pred_rows.append([names[i] for i in predicted[row, :length][keep]])
+    found = metrics.entity_precision_recall_f1(true_rows, pred_rows, scheme="IOB2")
+    return {f"entity_{k}": float(found[k]) for k in ("precision", "recall", "f1")}
 
 
 def _improved(metric: str, value: float, best: float | None) -> bool:

@@ -249,7 +249,7 @@ def train_run(
     shutil.rmtree(run / "final.tmp", ignore_errors=True)
     (run / "history.json").write_text(json.dumps(history.to_dict(), indent=2) + "\n", encoding="utf-8")
     _plot_history(history, run / "history.png")
-    return evaluate(model, encoded["test"])
+    return evaluate(model, encoded["test"], label_names=encoder.labels.labels)
 
 
 def _check_vocab(encoder: Encoder, spec: ModelSpec) -> None:
@@ -329,7 +329,7 @@ def evaluate_run(run: str | Path, data: str | None = None, split_name: str = "te
         encoded = encoder.encode(dataset, f"{source}")
     except DataError as err:
         raise RunError(str(err)) from None
-    return evaluate(model, encoded)
+    return evaluate(model, encoded, label_names=encoder.labels.labels)
 
 
 def predict_texts(run: str | Path, texts: list[str], backend: str | None = None) -> list[dict[str, Any]]:
