@@ -39,8 +39,9 @@ def run_demo(backend: str, out: Path, epochs: int = 8, quiet: bool = False) -> i
         native = evaluate(model, test)
         ported = build(spec_of(model), backend=OTHER[name], weights=get_weights(model))
         ported_scores = evaluate(ported, test)
-        gap = float(np.abs(predict_batched(model, test) - predict_batched(ported, test)).max())
-        same = bool((predict_batched(model, test).argmax(1) == predict_batched(ported, test).argmax(1)).all())
+        logits, ported_logits = predict_batched(model, test), predict_batched(ported, test)
+        gap = float(np.abs(logits - ported_logits).max())
+        same = bool((logits.argmax(1) == ported_logits.argmax(1)).all())
         rows.append((name, OTHER[name], native, ported_scores, gap, same, seconds))
     print("\ntrained on   evaluated on   accuracy  macro_f1   (held-out test split, 1,281 snippets)")
     for trained, other, native, ported_scores, gap, same, seconds in rows:

@@ -39,7 +39,6 @@ DEFAULT_MODULES = {
     "torch": ("rnncore_torch", "torch"),
     "tensorflow": ("rnncore_tensorflow", "tensorflow"),
 }
-_FRAMEWORKS = {"torch": "torch", "tensorflow": "tensorflow"}
 
 _loaded: dict[str, ModuleType] = {}
 
@@ -73,8 +72,8 @@ def get_backend(name: str) -> ModuleType:
     canonical = canonical_name(name)
     if canonical in _loaded:
         return _loaded[canonical]
-    framework = _FRAMEWORKS[canonical]
     extra = DEFAULT_MODULES[canonical][1]
+    framework = extra  # each extra is named after the framework it installs
     if canonical == "tensorflow" and "torch" not in sys.modules:
         # Import torch first when both live in one process: the other order can segfault
         # (noted in Keras' own conftest). Only if torch is installed at all.
