@@ -18,23 +18,34 @@ from .. import metrics
 from ..api import get_weights, predict, set_weights, spec_of
 from ..data.splits import bucket_batches
 from ..registry import backend_of
+from ..weights import Weights
 from .config import TrainConfig
 from .losses import IGNORE_INDEX
 
 
 @dataclass(frozen=True)
 class Encoded:
-    """A dataset as arrays: inputs (N, T) ids or (N, T, F) features, lengths (N,), targets."""
+    """A dataset as arrays: inputs (N, T) ids or (N, T, F) features, lengths (N,), targets.
+
+    `per_step` says the targets are one label per step (tagging, `(N, T)`), so a batch cuts
+    them with the inputs; it is stated, not guessed from shapes (a 2-class multilabel target
+    of width T would look the same).
+    """
 
     inputs: np.ndarray
     lengths: np.ndarray
     targets: np.ndarray
+    per_step: bool = False
 
     def __post_init__(self) -> None:
         if not len(self.inputs) == len(self.lengths) == len(self.targets):
             raise ValueError(
                 f"inputs ({len(self.inputs)}), lengths ({len(self.lengths)}) and targets "
                 f"({len(self.targets)}) must have one row per example"
+            )
+        if self.per_step and self.targets.shape[:2] != self.inputs.shape[:2]:
+            raise ValueError(
+                f"per-step targets have shape {self.targets.shape}; the inputs are {self.inputs.shape[:2]}"
             )
 
     def __len__(self) -> int:
@@ -45,8 +56,8 @@ class Encoded:
         lengths = self.lengths[index]
         steps = int(lengths.max())
         targets = self.targets[index]
-        if targets.ndim >= 2 and targets.shape[1] == self.inputs.shape[1] and self.targets.dtype.kind == "i":
-            targets = targets[:, :steps]  # per-step labels (tagging) are cut with the inputs
+        if self.per_step:
+            targets = targets[:, :steps]
         return self.inputs[index, :steps], lengths, targets
 
 
@@ -144,6 +155,7 @@ def fit(
     on_epoch_end: Callable[[int, History, Any], None] | None = None,
     progress: bool = True,
     history: History | None = None,
+    best_weights: Weights | None = None,
 ) -> History:
     """Train `model` in place for `config.epochs` epochs (from `start_epoch`, to resume).
 
@@ -153,6 +165,8 @@ def fit(
     With `config.early_stopping_patience`, training stops after that many epochs without a
     better validation metric and the model ends with the best epoch's weights (as Keras'
     `restore_best_weights`); without it, the model keeps the last epoch's weights.
+    A resumed run passes the best epoch's weights so far as `best_weights` (from its
+    checkpoint), so that it restores the same weights an uninterrupted run would.
     """
     backend = backend_of(model)
     trainer = trainer or backend.make_trainer(model, config)
@@ -162,9 +176,8 @@ def fit(
     best = (
         None
         if history.best_epoch is None
-        else history.epochs[history.best_epoch].get(config.early_stopping_metric)
+        else history.epochs[history.best_epoch].get(f"val_{config.early_stopping_metric}")
     )
-    best_weights = None
     for epoch in range(start_epoch, config.epochs):
         batches = bucket_batches(train.lengths, config.batch_size, seed=config.seed + epoch)
         losses = []
@@ -189,7 +202,7 @@ def fit(
             best, history.best_epoch = record[metric], len(history.epochs) - 1
             best_weights = get_weights(model) if config.early_stopping_patience else None
         if on_epoch_end is not None:
-            on_epoch_end(epoch, history, trainer)
+            on_epoch_end(epoch, history, trainer)  # after best_weights: a checkpoint may save them
         patience = config.early_stopping_patience
         if (
             patience

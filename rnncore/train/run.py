@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .. import bundle
-from ..api import build, set_weights
+from ..api import build, get_weights, set_weights
 from ..data import DataError, LabelVocab, load_bundled, read_conll, read_npz, read_texts, split
 from ..spec import ModelSpec
 from .config import TrainConfig
@@ -92,7 +92,7 @@ class Encoder:
             batch = self.tokenizer.encode_words(
                 list(data.sentences), [list(t) for t in tags], max_len=self.max_len, on_empty="unk"
             )
-            return Encoded(batch.ids, batch.lengths, batch.labels)
+            return Encoded(batch.ids, batch.lengths, batch.labels, per_step=True)
         return Encoded(data.x, data.lengths, self.labels.encode([str(int(y)) for y in data.y], where))
 
     def encode_texts(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -160,9 +160,22 @@ def _write_text_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+BEST = "best.safetensors"  # in checkpoints/: the best epoch's weights, kept for early stopping
+
+
 def save_checkpoint(
-    run: Path, model: Any, trainer: Any, history: History, epoch: int, encoder: Encoder
+    run: Path, model: Any, trainer: Any, history: History, epoch: int, encoder: Encoder, keep_best: bool
 ) -> None:
+    """Checkpoint epoch `epoch`; with `keep_best`, also the weights of the best epoch so far.
+
+    The best epoch may be older than the two checkpoints kept, and early stopping restores it,
+    so its weights are kept apart: a resumed run restores what an uninterrupted one would.
+    """
+    if keep_best and history.best_epoch == len(history.epochs) - 1:
+        tmp = run / "checkpoints" / f".{BEST}.tmp"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        bundle.write_weights(tmp, get_weights(model))
+        os.replace(tmp, run / "checkpoints" / BEST)
     folder = run / "checkpoints" / f"epoch-{epoch + 1:04d}"
     bundle.save(
         model, folder, labels=list(encoder.labels.labels), tokenizer=encoder.tokenizer, overwrite=True
@@ -219,9 +232,9 @@ def train_run(
     if encoder.tokenizer is not None:
         _check_vocab(encoder, spec)
     model = build(spec, backend=backend, seed=config.seed)
-    start_epoch, history, trainer = 0, History(), None
+    start_epoch, history, trainer, best_weights = 0, History(), None, None
     if resume:
-        start_epoch, history, trainer = _resume(run, model, config, backend)
+        start_epoch, history, trainer, best_weights = _resume(run, model, config, backend)
     elif run.exists():
         shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
@@ -230,26 +243,35 @@ def train_run(
     (run / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
 
     def on_epoch_end(epoch: int, hist: History, tr: Any) -> None:
-        save_checkpoint(run, model, tr, hist, epoch, encoder)
+        save_checkpoint(run, model, tr, hist, epoch, encoder, keep_best=bool(config.early_stopping_patience))
 
     history = fit(model, encoded["train"], config, encoded["valid"], start_epoch=start_epoch, trainer=trainer,
-                  on_epoch_end=on_epoch_end, progress=progress, history=history)  # fmt: skip
-    bundle.save(
-        model,
-        run / "final.tmp",
-        labels=list(encoder.labels.labels),
-        tokenizer=encoder.tokenizer,
-        overwrite=True,
-    )
-    for name in (bundle.CONFIG, bundle.WEIGHTS, bundle.LABELS):
-        os.replace(run / "final.tmp" / name, run / name)
-    if (run / "final.tmp" / bundle.TOKENIZER).exists():
-        shutil.rmtree(run / bundle.TOKENIZER, ignore_errors=True)
-        os.replace(run / "final.tmp" / bundle.TOKENIZER, run / bundle.TOKENIZER)
-    shutil.rmtree(run / "final.tmp", ignore_errors=True)
+                  on_epoch_end=on_epoch_end, progress=progress, history=history,
+                  best_weights=best_weights)  # fmt: skip
+    _write_final_bundle(run, model, encoder, task, config)
     (run / "history.json").write_text(json.dumps(history.to_dict(), indent=2) + "\n", encoding="utf-8")
     _plot_history(history, run / "history.png")
     return evaluate(model, encoded["test"], label_names=encoder.labels.labels)
+
+
+def _write_final_bundle(run: Path, model: Any, encoder: Encoder, task: str, config: TrainConfig) -> None:
+    """Make the run folder itself a bundle holding the final model.
+
+    The bundle is written whole beside the run, then moved in file by file with config.json
+    last (and removed first): a crash in between leaves a folder without config.json, which
+    every reader refuses as "not a bundle", never new weights under an old config.
+    """
+    staged = run / "final.tmp"
+    bundle.save(model, staged, labels=list(encoder.labels.labels), tokenizer=encoder.tokenizer,
+                extra={"task": task, "max_len": config.max_len}, overwrite=True)  # fmt: skip
+    (run / bundle.CONFIG).unlink(missing_ok=True)
+    for name in (bundle.WEIGHTS, bundle.LABELS):
+        os.replace(staged / name, run / name)
+    if (staged / bundle.TOKENIZER).exists():
+        shutil.rmtree(run / bundle.TOKENIZER, ignore_errors=True)
+        os.replace(staged / bundle.TOKENIZER, run / bundle.TOKENIZER)
+    os.replace(staged / bundle.CONFIG, run / bundle.CONFIG)
+    shutil.rmtree(staged, ignore_errors=True)
 
 
 def _check_vocab(encoder: Encoder, spec: ModelSpec) -> None:
@@ -259,7 +281,7 @@ def _check_vocab(encoder: Encoder, spec: ModelSpec) -> None:
         raise RunError(str(err)) from None
 
 
-def _resume(run: Path, model: Any, config: TrainConfig, backend: str) -> tuple[int, History, Any]:
+def _resume(run: Path, model: Any, config: TrainConfig, backend: str) -> tuple[int, History, Any, Any]:
     from ..registry import get_backend
 
     folder = latest_checkpoint(run)
@@ -271,7 +293,9 @@ def _resume(run: Path, model: Any, config: TrainConfig, backend: str) -> tuple[i
     trainer.load_optimizer_state(bundle.read_weights(folder / "optimizer.safetensors"))
     state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
     history = History(**state["history"])
-    return int(state["epoch"]), history, trainer
+    best = run / "checkpoints" / BEST
+    best_weights = bundle.read_weights(best) if config.early_stopping_patience and best.is_file() else None
+    return int(state["epoch"]), history, trainer, best_weights
 
 
 def _plot_history(history: History, path: Path) -> None:
@@ -299,13 +323,30 @@ def _plot_history(history: History, path: Path) -> None:
 
 
 # ---- reading a run back ----------------------------------------------------------------------
+def task_of(spec: ModelSpec) -> str:
+    """The run task a bundle's spec serves (bundles not written by `rnncore train` say none)."""
+    if spec.head is not None and spec.head.task == "tagging":
+        return "tagging"
+    return "text-classification" if spec.input.kind == "tokens" else "sequence-classification"
+
+
+def _run_info(folder: Path) -> dict[str, Any]:
+    """run.json of a training run; for any other bundle, what its config.json tells."""
+    config = bundle.read_config(folder)  # refuses a folder that is not a bundle, with the reason
+    info_path = folder / "run.json"
+    if info_path.is_file():
+        return dict(json.loads(info_path.read_text(encoding="utf-8")))
+    spec, _ = bundle.load_weights_and_spec(folder)
+    task = config.get("task") or task_of(spec)
+    max_len = int(config.get("max_len") or TrainConfig().max_len)
+    return {"task": task, "data": None, "backend": config.get("backend", "torch"),
+            "train": {"max_len": max_len, "seed": 0}}  # fmt: skip
+
+
 def load_run(run: str | Path, backend: str | None = None) -> tuple[Any, Encoder, dict[str, Any]]:
-    """The run's final model on `backend` (default: the one it was trained on) and its encoder."""
+    """The model of a run folder or any bundle on `backend` (default: the one that wrote it)."""
     run = Path(run)
-    info_path = run / "run.json"
-    if not info_path.is_file():
-        raise RunError(f"{run} is not a training run (no run.json); train one with `rnncore train`")
-    info = json.loads(info_path.read_text(encoding="utf-8"))
+    info = _run_info(run)
     model = bundle.load(run, backend=backend or info["backend"])
     tokenizer = None
     if (run / bundle.TOKENIZER).is_dir():
@@ -313,16 +354,28 @@ def load_run(run: str | Path, backend: str | None = None) -> tuple[Any, Encoder,
 
         tokenizer = Tokenizer.from_pretrained(run / bundle.TOKENIZER)
     labels = LabelVocab(tuple(bundle.load_labels(run) or ()))
-    config = TrainConfig.from_dict(info["train"])
-    return model, Encoder(info["task"], labels, tokenizer, config.max_len), info
+    max_len = int(info["train"].get("max_len", TrainConfig().max_len))
+    return model, Encoder(info["task"], labels, tokenizer, max_len), info
 
 
-def evaluate_run(run: str | Path, data: str | None = None, split_name: str = "test",
-                 backend: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """Metrics of a run's model on `data` (default: the held-out split of its training data)."""
+def evaluate_run(
+    run: str | Path,
+    data: str | None = None,
+    split_name: str = "test",
+    backend: str | None = None,
+    columns: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """Metrics of a run's model on `data` (default: the held-out split of its training data).
+
+    `columns` names the text and label columns of a table file (default: the run's own, or
+    text/label for a bundle that is not a training run).
+    """
     model, encoder, info = load_run(run, backend)
     source = data or info["data"]
-    dataset = read_dataset(source, info["task"], tuple(info.get("columns", ("text", "label"))))
+    if source is None:
+        raise RunError(f"{run} is a model bundle, not a training run: say which data to score with --data")
+    _check_usable(run, encoder)
+    dataset = read_dataset(source, info["task"], columns or tuple(info.get("columns", ("text", "label"))))
     if data is None or data == info["data"]:
         dataset = split_dataset(dataset, int(info["train"]["seed"]))[split_name]
     try:
@@ -332,10 +385,21 @@ def evaluate_run(run: str | Path, data: str | None = None, split_name: str = "te
     return evaluate(model, encoded, label_names=encoder.labels.labels)
 
 
+def _check_usable(folder: str | Path, encoder: Encoder) -> None:
+    """A bundle needs its tokenizer to read text and its label names to report classes."""
+    if encoder.task != "sequence-classification" and encoder.tokenizer is None:
+        raise RunError(
+            f"{folder} has no tokenizer/ folder; text needs the tokenizer the model was trained with"
+        )
+    if not encoder.labels.labels:
+        raise RunError(f"{folder} has no labels.json; save the bundle with its label names")
+
+
 def predict_texts(run: str | Path, texts: list[str], backend: str | None = None) -> list[dict[str, Any]]:
     from ..api import predict
 
     model, encoder, info = load_run(run, backend)
+    _check_usable(run, encoder)
     if info["task"] != "text-classification":
         raise RunError(f"{run} is a {info['task']} run; `predict` with texts needs a text-classification run")
     ids, lengths = encoder.encode_texts(texts)
