@@ -8,6 +8,10 @@ __version__ = "0.1.0"
 from .api import build, get_weights, predict, set_weights, spec_of, value_and_grad
 from .batch import InputError, prepare_batch
 from .bundle import BundleError, load, save
+from .explain import explain
+from .export import ExportError, export
+from .native import UnsupportedNativeModel, from_native
+from .port import PortError, port
 from .reference import reference_forward
 from .registry import BackendError, available, get_backend
 from .spec import FORMAT, EncoderSpec, HeadSpec, InputSpec, ModelSpec, SpecError, json_schema
@@ -18,22 +22,29 @@ __all__ = [
     "BackendError",
     "BundleError",
     "EncoderSpec",
+    "ExportError",
     "HeadSpec",
     "InputError",
     "InputSpec",
     "ModelSpec",
+    "PortError",
     "SpecError",
+    "UnsupportedNativeModel",
     "WeightsError",
     "__version__",
     "available",
     "build",
     "canonical_shapes",
     "check_weights",
+    "explain",
+    "export",
+    "from_native",
     "get_backend",
     "get_weights",
     "init_weights",
     "json_schema",
     "load",
+    "port",
     "predict",
     "prepare_batch",
     "reference_forward",

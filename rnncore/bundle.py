@@ -1,9 +1,11 @@
 """Model bundles: one framework-neutral folder that either backend loads.
 
-    config.json          {"format": "rnncore.bundle/1", "spec": ..., "backend": ..., "versions": ...}
+    config.json          {"format": "rnncore.bundle/1", "spec": ..., "backend": ..., "versions": ...,
+                          optional "task" and "max_len": how `evaluate`/`predict` read text}
     model.safetensors    canonical weights (no pickle anywhere)
     labels.json          label names, index = class id (optional)
     tokenizer/           the tokenizer (optional)
+    README.md            model card: the spec in words, versions, parity measured at save time
 
 Saving is atomic: the folder is written beside its destination under a temporary name and
 renamed into place, so a crash never leaves a half-written bundle where a good one was.
@@ -16,20 +18,22 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import __version__
-from .api import build, get_weights, spec_of
+from .api import build, get_weights, predict, spec_of
+from .card import ParityRow, render
 from .registry import backend_of
 from .spec import ModelSpec, SpecError
 from .weights import Weights, WeightsError, check_weights
 
 BUNDLE_FORMAT = "rnncore.bundle/1"
 CONFIG, WEIGHTS, LABELS, TOKENIZER = "config.json", "model.safetensors", "labels.json", "tokenizer"
+CARD = "README.md"
 MAX_CONFIG_BYTES = 1 << 20  # a spec is a few hundred bytes; anything huge is not ours
 
 
@@ -96,14 +100,20 @@ def save(
     tokenizer: Any = None,
     extra: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    parity: Sequence[ParityRow] = (),
 ) -> Path:
-    """Write `model` (from either backend) as a bundle folder; returns its path."""
+    """Write `model` (from either backend) as a bundle folder; returns its path.
+
+    `parity` adds rows to the model card's parity table (the oracle row is always measured).
+    """
     spec = spec_of(model)
     weights = get_weights(model)
+    backend = backend_of(model).NAME
+    rows = [oracle_row(model, backend), *parity]
     config = {
         "format": BUNDLE_FORMAT,
         "spec": spec.to_dict(),
-        "backend": backend_of(model).NAME,
+        "backend": backend,
         "versions": _versions(),
         **(dict(extra) if extra else {}),
     }
@@ -115,9 +125,24 @@ def save(
             (tmp / LABELS).write_text(json.dumps({"labels": list(labels)}, indent=2) + "\n", encoding="utf-8")
         if tokenizer is not None:
             tokenizer.save(tmp / TOKENIZER)
+        card = render(spec, weights, backend, config["versions"], rows, labels)
+        (tmp / CARD).write_text(card, encoding="utf-8")
 
     write_atomically(Path(folder), fill, overwrite=overwrite)
     return Path(folder)
+
+
+def oracle_row(model: Any, backend: str) -> ParityRow:
+    """The model's outputs vs the numpy oracle on a small right-padded batch."""
+    from .parity import random_batch
+    from .reference import reference_forward
+    from .tolerances import compare
+
+    spec = spec_of(model)
+    inputs, lengths = random_batch(spec, batch=4, max_len=12, seed=0)
+    expected = reference_forward(spec, get_weights(model), inputs, lengths)
+    diff = compare(predict(model, inputs, lengths), expected, "outputs", spec.dtype)
+    return ParityRow(f"{backend} vs numpy oracle", diff)
 
 
 def read_config(folder: str | Path) -> dict[str, Any]:

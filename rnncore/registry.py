@@ -8,6 +8,11 @@ A backend is a module (`rnncore_torch`, `rnncore_tensorflow`) exposing the same 
     set_weights(model, weights) -> None
     spec_of(model) -> ModelSpec
     owns(model) -> bool                         # is this one of my models?
+    owns_native(model) -> bool                  # is this any model of my framework?
+    from_native(model, **options) -> (ModelSpec, weights)   # import a hand-written model
+    EXPORT_FORMATS: tuple[str, ...]             # formats `export` writes
+    export(model, path, fmt) -> None            # write the model in a serving format
+    run_exported(path, fmt, inputs, lengths) -> ndarray     # run that file, numpy out
     predict(model, inputs, lengths) -> ndarray  # eval mode, checked numpy batch in
     value_and_grad(model, inputs, lengths, cotangent)
         -> (outputs, canonical weight grads, input grads or None)
@@ -38,6 +43,12 @@ ALIASES = {
 DEFAULT_MODULES = {
     "torch": ("rnncore_torch", "torch"),
     "tensorflow": ("rnncore_tensorflow", "tensorflow"),
+}
+
+# canonical name -> top-level modules whose classes are that framework's models
+NATIVE_ROOTS = {
+    "torch": ("torch",),
+    "tensorflow": ("keras", "tensorflow", "tf_keras"),
 }
 
 _loaded: dict[str, ModuleType] = {}
@@ -102,3 +113,37 @@ def backend_of(model: Any) -> ModuleType:
         f"{type(model).__name__} is not a model built by rnncore; "
         "build one with rnncore.build(spec, backend=...)"
     )
+
+
+def backend_for_native(model: Any) -> ModuleType:
+    """The backend of the framework `model` belongs to (a torch module, a Keras model).
+
+    Decided from the module names of the model's classes, so no framework is imported to ask.
+    """
+    roots = {cls.__module__.split(".")[0] for cls in type(model).__mro__}
+    for name, framework_roots in NATIVE_ROOTS.items():
+        if roots & set(framework_roots):
+            module = get_backend(name)
+            if module.owns_native(model):
+                return module
+    raise BackendError(
+        f"{type(model).__name__} is neither a torch.nn.Module nor a keras.Model; "
+        "rnncore imports models from those two frameworks"
+    )
+
+
+def backend_for_format(fmt: str) -> ModuleType:
+    """The backend that writes export format `fmt` (onnx, torchscript, savedmodel, tflite)."""
+    for name in available():
+        if fmt in EXPORT_FORMATS.get(name, ()):
+            return get_backend(name)
+    known = sorted(f for formats in EXPORT_FORMATS.values() for f in formats)
+    raise BackendError(f"unknown export format {fmt!r}; choose one of {', '.join(known)}")
+
+
+# canonical name -> export formats its backend writes (kept here so that choosing a format
+# imports only the framework that writes it)
+EXPORT_FORMATS = {
+    "torch": ("onnx", "torchscript"),
+    "tensorflow": ("savedmodel", "tflite"),
+}

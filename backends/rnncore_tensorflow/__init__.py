@@ -26,20 +26,31 @@ if keras.backend.backend() != "tensorflow":
         "Set KERAS_BACKEND=tensorflow before anything imports keras, or use rnncore's torch backend."
     )
 
+from .export import EXPORT_FORMATS, ExportError, export, run_exported
+from .files import load_keras_file
 from .model import build, get_weights, owns, set_weights, spec_of
+from .native import from_native, owns_native, read_native
 from .runtime import predict, value_and_grad
 from .train import Trainer, make_trainer
 
 NAME = "tensorflow"
 
 __all__ = [
+    "EXPORT_FORMATS",
     "NAME",
+    "ExportError",
     "Trainer",
     "build",
+    "export",
+    "from_native",
     "get_weights",
+    "load_keras_file",
     "make_trainer",
     "owns",
+    "owns_native",
     "predict",
+    "read_native",
+    "run_exported",
     "set_weights",
     "spec_of",
     "value_and_grad",

@@ -11,20 +11,30 @@ from rnncore.spec import ModelSpec
 from rnncore.weights import Weights
 
 from .convert import load_canonical, to_canonical
+from .export import EXPORT_FORMATS, ExportError, export, run_exported
+from .files import load_state_dict_file
 from .model import RnnModel
+from .native import from_native, owns_native
 from .train import Trainer, make_trainer
 
 NAME = "torch"
 
 __all__ = [
+    "EXPORT_FORMATS",
     "NAME",
+    "ExportError",
     "RnnModel",
     "Trainer",
     "build",
+    "export",
+    "from_native",
     "get_weights",
+    "load_state_dict_file",
     "make_trainer",
     "owns",
+    "owns_native",
     "predict",
+    "run_exported",
     "set_weights",
     "spec_of",
     "value_and_grad",
