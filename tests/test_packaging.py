@@ -17,7 +17,7 @@ def _python(code: str, cwd) -> subprocess.CompletedProcess:
 
 def test_importing_rnncore_loads_no_framework(tmp_path):
     result = _python(
-        "import sys, rnncore, rnncore.cli, rnncore.parity\n"
+        "import sys, rnncore, rnncore.cli, rnncore.parity, rnncore.explain, rnncore.export, rnncore.port\n"
         "heavy = [m for m in ('torch', 'tensorflow', 'keras', 'jax') if m in sys.modules]\n"
         "print(heavy)",
         tmp_path,
