@@ -1,7 +1,8 @@
 """The `rnncore` command line (also `python -m rnncore`).
 
-Exit codes: 0 success, 1 a parity check failed, 2 bad usage or bad input (argparse's
-convention), 3 a backend's framework is missing.
+Exit codes: 0 success, 1 a check failed (parity, an export's check, a training loss that
+became NaN or infinite), 2 bad usage or bad input (argparse's convention), 3 a backend's
+framework is missing.
 """
 
 from __future__ import annotations
@@ -108,7 +109,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train.run import evaluate_run
 
-    scores = evaluate_run(args.run, args.data, args.split, args.backend)
+    columns = None
+    if args.text_column or args.label_column:
+        columns = (args.text_column or "text", args.label_column or "label")
+    scores = evaluate_run(args.run, args.data, args.split, args.backend, columns)
     if args.json:
         print(json.dumps(scores))
     else:
@@ -117,19 +121,72 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from .train.run import predict_texts
-
+def _texts(args: argparse.Namespace, verb: str) -> list[str]:
+    """The texts on the command line, then the lines of --data."""
     texts = list(args.texts)
     if args.data:
         texts += [line for line in Path(args.data).read_text(encoding="utf-8").splitlines() if line.strip()]
     if not texts:
-        raise InputError("give a text to classify, or --data FILE with one text per line")
+        raise InputError(f"give a text to {verb}, or --data FILE with one text per line")
+    return texts
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .train.run import predict_texts
+
+    texts = _texts(args, "classify")
     for row in predict_texts(args.run, texts, args.backend):
         if args.json:
             print(json.dumps(row))
         else:
             print(f"{row['label']}\t{max(row['probabilities'].values()):.3f}\t{row['text']}")
+    return EXIT_OK
+
+
+def _spec_option(path: str | None) -> ModelSpec | None:
+    return None if path is None else _load_spec(path, None)
+
+
+def cmd_port(args: argparse.Namespace) -> int:
+    from .port import port
+
+    checks = port(args.source, args.to, args.out, spec=_spec_option(args.spec), overwrite=args.overwrite)
+    print(f"rnncore port: {args.source} -> {args.out} ({canonical_name(args.to)})")
+    width = max(len(c.what) for c in checks)
+    for check in checks:
+        verdict = "ok" if check.diff.ok else "FAILED"
+        print(f"  {check.what:<{width}}  max abs diff {check.diff.max_abs:.2e}  {verdict}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .bundle import load
+    from .export import export
+    from .registry import backend_for_format
+
+    model = load(args.model, backend=backend_for_format(args.format).NAME)  # built where it exports
+    result = export(model, args.out, args.format, overwrite=args.overwrite)
+    print(result.summary())
+    return EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import explain_texts, render_html, render_terminal
+
+    texts = _texts(args, "explain")
+    rows = explain_texts(args.model, texts, backend=args.backend, method=args.method, steps=args.steps)
+    try:
+        from rich.console import Console
+        from rich.markup import escape
+    except ImportError:
+        raise BackendError("coloured output needs rich: pip install 'rnncore[explain]'") from None
+    console = Console(highlight=False)
+    for row in rows:
+        console.print(f"[bold]{escape(row.label)}[/]", render_terminal(row.tokens, row.scores),
+                      f"[dim](completeness gap {row.completeness_gap:.1e})[/]")  # fmt: skip
+    if args.html:
+        Path(args.html).write_text(render_html(rows), encoding="utf-8")
+        console.print(f"wrote {escape(args.html)}")
     return EXIT_OK
 
 
@@ -207,18 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a trained run on data")
-    evaluate.add_argument("run", help="run folder written by `rnncore train`")
+    evaluate.add_argument("run", help="run folder written by `rnncore train`, or any model bundle")
     evaluate.add_argument("--data", help="data to score (default: the held-out split of the training data)")
     evaluate.add_argument("--split", choices=["train", "valid", "test"], default="test",
                           help="which split of the training data (default test)")  # fmt: skip
     evaluate.add_argument(
         "--backend", choices=backend_choices, help="framework (default: the one it trained on)"
     )
+    evaluate.add_argument("--text-column", help="text column or JSONL field of --data (default: the run's)")
+    evaluate.add_argument("--label-column", help="label column or JSONL field of --data (default: the run's)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object of metrics")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     predict = commands.add_parser("predict", help="classify texts with a trained run")
-    predict.add_argument("run", help="run folder written by `rnncore train`")
+    predict.add_argument("run", help="run folder written by `rnncore train`, or any model bundle")
     predict.add_argument("texts", nargs="*", help="texts to classify")
     predict.add_argument("--data", help="a file with one text per line")
     predict.add_argument(
@@ -226,6 +285,63 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--json", action="store_true", help="one JSON object per text")
     predict.set_defaults(handler=cmd_predict)
+
+    port = commands.add_parser(
+        "port",
+        help="move a trained model to the other framework, checked against the source",
+        description="Read SOURCE (a bundle folder, a torch state_dict file with --spec, a Keras .keras file, "
+        "or a .weights.h5 file with --spec), rebuild it on the target framework, compare outputs with the "
+        "source and the numpy oracle on a padded batch, and write a bundle. Exit 1 if a check fails "
+        "(nothing is written).",
+    )
+    port.add_argument("source", help="bundle folder, .pt/.pth state_dict, .keras or .weights.h5 file")
+    port.add_argument("--to", required=True, choices=backend_choices, help="framework to port to")
+    port.add_argument("--out", required=True, help="bundle folder to write")
+    port.add_argument("--spec", help="the model's spec file (for a state_dict or a weights-only file)")
+    port.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    port.set_defaults(handler=cmd_port)
+
+    export = commands.add_parser(
+        "export",
+        help="write a model as ONNX, TorchScript, SavedModel or TFLite, checked against the model",
+        description="Export MODEL (a bundle or run folder from either framework) and run the exported file "
+        "with its own runtime on a padded batch; print the max abs diff against the in-memory model. "
+        "Exit 1 (and remove the file) if it exceeds the tolerance.",
+    )
+    export.add_argument("model", help="bundle or run folder")
+    export.add_argument(
+        "--format",
+        required=True,
+        choices=["onnx", "torchscript", "savedmodel", "tflite"],
+        help="onnx/torchscript come from PyTorch, savedmodel/tflite from TensorFlow",
+    )
+    export.add_argument(
+        "--out", required=True, help="file (onnx, torchscript, tflite) or folder (savedmodel)"
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace an existing file or folder")
+    export.set_defaults(handler=cmd_export)
+
+    explain = commands.add_parser(
+        "explain",
+        help="show which tokens drove a text classifier's decision",
+        description="Attribute each prediction of MODEL (a run or bundle folder) to its tokens and print "
+        "them shaded green (for the predicted class) or red (against it); --html writes the same as a page.",
+    )
+    explain.add_argument("model", help="run folder written by `rnncore train`, or any text-classifier bundle")
+    explain.add_argument("texts", nargs="*", help="texts to explain")
+    explain.add_argument("--data", help="a file with one text per line")
+    explain.add_argument(
+        "--method",
+        choices=["integrated_gradients", "grad_x_input", "occlusion"],
+        default="integrated_gradients",
+        help="attribution method (default integrated_gradients)",
+    )
+    explain.add_argument("--steps", type=int, default=50, help="integrated-gradients steps (default 50)")
+    explain.add_argument(
+        "--backend", choices=backend_choices, help="framework (default: the one that trained it)"
+    )
+    explain.add_argument("--html", help="also write a self-contained HTML page here")
+    explain.set_defaults(handler=cmd_explain)
 
     demo = commands.add_parser(
         "demo", help="the main job: train a BiLSTM sentiment classifier, port it, compare the backends"
@@ -241,19 +357,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "texts", None) is not None and not any(e.startswith("-") for e in extra):
+        # argparse hands `predict RUN --json "a text"` the text as leftover (a positional list
+        # after an option); it is still a text to classify
+        args.texts = [*args.texts, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    for flag in ("batch", "max_len", "epochs", "batch_size"):
+    for flag in ("batch", "max_len", "epochs", "batch_size", "steps"):
         value = getattr(args, flag, None)
         if value is not None and value < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+    from .export import ExportError
+    from .port import PortError
+
     try:
         return int(args.handler(args))
+    except (ExportError, PortError) as err:  # the result does not compute what the model does
+        print(f"rnncore: error: {err}", file=sys.stderr)
+        return EXIT_MISMATCH
     except (SpecError, WeightsError, InputError, OSError, ValueError) as err:
         print(f"rnncore: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except BackendError as err:
         print(f"rnncore: error: {err}", file=sys.stderr)
         return EXIT_BACKEND
+    except FloatingPointError as err:  # training diverged: not bad input, a failed run
+        print(f"rnncore: error: {err}", file=sys.stderr)
+        return EXIT_MISMATCH

@@ -188,6 +188,126 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
+def test_resume_after_the_best_epoch_still_restores_the_best_weights(tmp_path):
+    """Early stopping restores the best epoch; a run killed after that epoch must too."""
+    digits = load_bundled("digits").subset(np.arange(300))
+    data = tmp_path / "digits.npz"
+    np.savez(data, x=digits.x, y=digits.y)
+    config = tmp_path / "train.json"
+    settings = {
+        "lr": 0.3,
+        "batch_size": 32,
+        "early_stopping_patience": 2,
+        "early_stopping_metric": "log_loss",
+    }
+    config.write_text(json.dumps({"format": "rnncore.train/1", **settings}))
+    common = [
+        "train",
+        "--task",
+        "sequence-classification",
+        "--data",
+        str(data),
+        "--config",
+        str(config),
+        "--quiet",
+    ]
+    assert cli.main([*common, "--out", str(tmp_path / "straight"), "--epochs", "10"]) == 0
+    history = json.loads((tmp_path / "straight" / "history.json").read_text())
+    killed_after = 7
+    # the case under test: the best epoch lies before the kill, early stopping after it
+    assert history["stopped_early"] and history["best_epoch"] < killed_after - 1 < len(history["epochs"])
+    assert cli.main([*common, "--out", str(tmp_path / "resumed"), "--epochs", str(killed_after)]) == 0
+    assert cli.main([*common, "--out", str(tmp_path / "resumed"), "--epochs", "10", "--resume"]) == 0
+    a = rnncore.get_weights(rnncore.load(tmp_path / "straight"))
+    b = rnncore.get_weights(rnncore.load(tmp_path / "resumed"))
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def _write_jsonl(path: Path, texts, labels) -> Path:
+    with path.open("w", encoding="utf-8") as handle:
+        handle.writelines(
+            json.dumps({"review": t, "verdict": y}) + "\n" for t, y in zip(texts, labels, strict=True)
+        )
+    return path
+
+
+def test_jsonl_training_data_with_a_separate_validation_file(tmp_path, capsys):
+    data = load_bundled("rotten_tomatoes")
+    train = _write_jsonl(tmp_path / "train.jsonl", data.texts[:200], data.labels[:200])
+    valid = _write_jsonl(tmp_path / "valid.jsonl", data.texts[200:240], data.labels[200:240])
+    run = tmp_path / "run"
+    columns = ["--text-column", "review", "--label-column", "verdict"]
+    assert _train(train, run, "--valid", str(valid), *columns) == 0
+    assert json.loads((run / "run.json").read_text())["valid"] == str(valid)
+    assert all("val_accuracy" in epoch for epoch in json.loads((run / "history.json").read_text())["epochs"])
+    # the validation file is really read: a label the training data never had is refused
+    bad = _write_jsonl(tmp_path / "bad.jsonl", ["an odd one"], ["meh"])
+    capsys.readouterr()
+    assert _train(train, tmp_path / "run2", "--valid", str(bad), *columns) == 2
+    assert "'meh'" in capsys.readouterr().err
+    assert not (tmp_path / "run2").exists()
+
+
+def test_a_folder_per_class_trains_like_aclimdb(tmp_path, capsys):
+    data = load_bundled("rotten_tomatoes")
+    for i, (text, label) in enumerate(zip(data.texts[:160], data.labels[:160], strict=True)):
+        folder = tmp_path / "train" / ("pos" if label == "fresh" else "neg")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i}_7.txt").write_text(text, encoding="utf-8")
+    run = tmp_path / "run"
+    assert _train(tmp_path / "train", run) == 0
+    assert rnncore.bundle.load_labels(run) == ["neg", "pos"]
+    capsys.readouterr()
+    assert cli.main(["predict", str(run), "--json", "a quietly moving film"]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] in ("neg", "pos")
+
+
+def test_a_diverging_run_stops_with_exit_1_and_says_what_to_do(reviews_csv, tmp_path, capsys):
+    config = tmp_path / "wild.json"
+    config.write_text(json.dumps({"format": "rnncore.train/1", "optimizer": "sgd", "lr": 1e38}))
+    run = tmp_path / "run"
+    assert _train(reviews_csv, run, "--config", str(config), "--text-column", "review", "--label-column",
+                  "verdict") == 1  # fmt: skip
+    err = capsys.readouterr().err
+    assert "loss became" in err and "learning rate" in err and "Traceback" not in err
+    assert not (run / "config.json").exists()  # no final model pretends the run finished
+
+
+def test_evaluate_and_predict_take_a_plain_bundle_from_either_backend(reviews_csv, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(reviews_csv, run, "--text-column", "review", "--label-column", "verdict") == 0
+    model, encoder, _ = rnncore.train.run.load_run(run)
+    keras_bundle = tmp_path / "bundle"
+    on_keras = rnncore.build(rnncore.spec_of(model), "tensorflow", rnncore.get_weights(model))
+    labels = list(encoder.labels.labels)
+    rnncore.save(
+        on_keras, keras_bundle, labels=labels, tokenizer=encoder.tokenizer, extra={"max_len": encoder.max_len}
+    )
+    capsys.readouterr()
+    assert cli.main(["predict", str(run), "--json", "a quietly moving film"]) == 0
+    from_run = json.loads(capsys.readouterr().out)
+    assert cli.main(["predict", str(keras_bundle), "--json", "a quietly moving film"]) == 0
+    from_bundle = json.loads(capsys.readouterr().out)
+    assert from_bundle["label"] == from_run["label"]
+    assert from_bundle["probabilities"] == pytest.approx(from_run["probabilities"], abs=1e-5)
+    assert cli.main(["evaluate", str(keras_bundle)]) == 2
+    assert "--data" in capsys.readouterr().err
+    data = load_bundled("rotten_tomatoes")
+    unseen = tmp_path / "unseen.csv"
+    with unseen.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(
+            [("review", "verdict"), *zip(data.texts[240:400], data.labels[240:400], strict=True)]
+        )
+    assert cli.main(["evaluate", str(keras_bundle), "--data", str(unseen), "--json"]) == 2
+    assert "column" in capsys.readouterr().err  # a bundle does not know the CSV's column names
+    columns = ["--text-column", "review", "--label-column", "verdict"]
+    assert cli.main(["evaluate", str(keras_bundle), "--data", str(unseen), "--json", *columns]) == 0
+    keras_scores = json.loads(capsys.readouterr().out)
+    assert cli.main(["evaluate", str(run), "--data", str(unseen), "--json"]) == 0
+    assert keras_scores == pytest.approx(json.loads(capsys.readouterr().out), abs=1e-5)
+
+
 def test_unseen_labels_and_empty_texts_are_refused_by_a_trained_run(reviews_csv, tmp_path, capsys):
     run = tmp_path / "run"
     assert _train(reviews_csv, run, "--text-column", "review", "--label-column", "verdict") == 0
@@ -215,3 +335,19 @@ def test_tagging_runs_report_entity_scores_for_iob_tags(tmp_path, capsys):
     scores = json.loads(capsys.readouterr().out)
     assert {"accuracy", "entity_precision", "entity_recall", "entity_f1"} <= set(scores)
     assert 0.0 <= scores["entity_f1"] <= 1.0
+
+
+def test_explain_prints_tokens_and_writes_a_page(reviews_csv, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(reviews_csv, run, "--text-column", "review", "--label-column", "verdict") == 0
+    page = tmp_path / "why.html"
+    capsys.readouterr()
+    text = "a moving film"
+    assert cli.main(["explain", str(run), text, "--steps", "8", "--html", str(page), "--backend", "tf"]) == 0
+    printed = capsys.readouterr().out
+    assert "moving" in printed and "film" in printed and "completeness" in printed
+    label = printed.split()[0]
+    assert label in ("fresh", "rotten")
+    html = page.read_text(encoding="utf-8")
+    assert "moving" in html and label in html
+    assert cli.main(["explain", str(run)]) == 2
