@@ -27,7 +27,7 @@ import numpy as np
 from . import __version__
 from .api import build, get_weights, predict, spec_of
 from .card import ParityRow, render
-from .registry import backend_of
+from .registry import ALIASES, backend_of
 from .spec import ModelSpec, SpecError
 from .weights import Weights, WeightsError, check_weights
 
@@ -71,7 +71,12 @@ def write_atomically(dest: Path, fill: Callable[[Path], None], overwrite: bool =
 
 
 def write_weights(path: Path, weights: Mapping[str, np.ndarray]) -> None:
-    _safetensors().save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(path))
+    """Write a safetensors file. Serialised here and written by Python, not by safetensors'
+    `save_file`: a full disk then raises OSError (ENOSPC, naming the file) like every other
+    write, where the Rust writer raises its own error type with the errno only in its text."""
+    data = _safetensors().save({k: np.ascontiguousarray(v) for k, v in weights.items()})
+    with open(path, "wb") as handle:
+        handle.write(data)
 
 
 def read_weights(path: Path) -> Weights:
@@ -145,12 +150,27 @@ def oracle_row(model: Any, backend: str) -> ParityRow:
     return ParityRow(f"{backend} vs numpy oracle", diff)
 
 
+def own_path(folder: str | Path, name: str) -> Path:
+    """`folder/name`, refused when it is a symbolic link.
+
+    A bundle holds its own files: a link would make loading read (and `port` copy into a new
+    bundle) whatever file it points at, anywhere on the machine. The bundle folder itself may
+    be a link (`runs/latest -> runs/2024-05-01`); what is inside it may not.
+    """
+    path = Path(folder) / name
+    if path.is_symlink():
+        raise BundleError(f"{path} is a symbolic link; a bundle holds its own files (copy the file in)")
+    return path
+
+
 def read_config(folder: str | Path) -> dict[str, Any]:
+    """config.json of a bundle, checked: unknown top-level keys are kept (a newer rnncore may add
+    some); the format and the backend must be ones this rnncore knows."""
     folder = Path(folder)
-    path = folder / CONFIG
     if not folder.is_dir():
         raise BundleError(f"{folder} is not a folder; a bundle is a folder written by rnncore.save")
-    if not path.is_file() or path.is_symlink():
+    path = own_path(folder, CONFIG)
+    if not path.is_file():
         raise BundleError(f"{folder} has no {CONFIG}; is it a bundle written by rnncore.save?")
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise BundleError(f"{path} is {path.stat().st_size} bytes; a bundle config is a few KB")
@@ -161,6 +181,9 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     if not isinstance(config, dict) or config.get("format") != BUNDLE_FORMAT:
         found = config.get("format") if isinstance(config, dict) else type(config).__name__
         raise BundleError(f"{path}: format is {found!r}; this rnncore reads {BUNDLE_FORMAT!r}")
+    backend = config.get("backend", "torch")
+    if not isinstance(backend, str) or backend.lower() not in ALIASES:
+        raise BundleError(f"{path}: backend is {backend!r}; expected one of {', '.join(sorted(ALIASES))}")
     return config
 
 
@@ -172,8 +195,8 @@ def load_weights_and_spec(folder: str | Path) -> tuple[ModelSpec, Weights]:
         spec = ModelSpec.from_dict(config.get("spec"))  # type: ignore[arg-type]
     except SpecError as err:
         raise BundleError(f"{folder / CONFIG}: {err}") from None
-    weights_path = folder / WEIGHTS
-    if not weights_path.is_file() or weights_path.is_symlink():
+    weights_path = own_path(folder, WEIGHTS)
+    if not weights_path.is_file():
         raise BundleError(f"{folder} has no {WEIGHTS}")
     raw = read_weights(weights_path)
     wrong_dtype = [k for k, v in raw.items() if v.dtype != np.dtype(spec.dtype)]
@@ -192,8 +215,32 @@ def load(folder: str | Path, backend: str = "torch") -> Any:
     return build(spec, backend=backend, weights=weights)
 
 
-def load_labels(folder: str | Path) -> list[str] | None:
-    path = Path(folder) / LABELS
-    if not path.is_file():
+def load_labels(folder: str | Path, spec: ModelSpec | None = None) -> list[str] | None:
+    """The label names in labels.json ({"labels": [names]}), or None without the file; with
+    `spec`, there must be one name per output of its head."""
+    path = own_path(folder, LABELS)
+    if not path.exists():
         return None
-    return list(json.loads(path.read_text(encoding="utf-8"))["labels"])
+    if not path.is_file():
+        raise BundleError(f"{path} is not a file")
+    try:
+        labels = json.loads(path.read_text(encoding="utf-8")).get("labels")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        raise BundleError(f"{path} is not a JSON object with a list of labels ({err})") from None
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise BundleError(f'{path}: "labels" must be a list of label names (strings)')
+    outputs = spec.head.num_outputs if spec is not None and spec.head is not None else len(labels)
+    if len(labels) != outputs:
+        raise BundleError(f"{path} names {len(labels)} labels; the model has {outputs} outputs")
+    return labels
+
+
+def tokenizer_folder(folder: str | Path) -> Path | None:
+    """The bundle's tokenizer/ folder, or None without one; every file in it must be the
+    bundle's own (no links: see `own_path`)."""
+    path = own_path(folder, TOKENIZER)
+    if not path.is_dir():
+        return None
+    for entry in path.iterdir():
+        own_path(path, entry.name)
+    return path

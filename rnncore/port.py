@@ -74,9 +74,12 @@ def read_source(source: str | Path, spec: ModelSpec | None = None) -> Source:
         backend = str(config.get("backend", "torch"))
         model = build(bundle_spec, backend=backend, weights=weights)
         found = _from_rnncore_model(f"{backend} bundle", model, bundle_spec, weights)
-        found.labels = bundle.load_labels(path)
-        tokenizer = path / bundle.TOKENIZER
-        found.tokenizer_dir = tokenizer if tokenizer.is_dir() else None
+        found.labels = bundle.load_labels(path, bundle_spec)
+        found.tokenizer_dir = bundle.tokenizer_folder(path)  # refuses links out of the bundle
+        if found.tokenizer_dir is not None:  # copied into the result: it must be one that loads
+            from .tokenize import Tokenizer
+
+            Tokenizer.from_pretrained(found.tokenizer_dir)
         found.extra = {k: config[k] for k in ("task", "max_len") if k in config}
         return found
     if not path.is_file():

@@ -15,6 +15,7 @@ naming the field, the value and what is allowed.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -177,8 +178,9 @@ class HeadSpec:
             _check_int(f"head.hidden[{i}]", width, 1)
         _check_choice("head.activation", self.activation, ACTIVATIONS)
         slope = self.negative_slope
-        if isinstance(slope, bool) or not isinstance(slope, (int, float)) or slope < 0:
-            raise _fail("head.negative_slope", slope, "a number >= 0")
+        # `not slope >= 0` also refuses NaN; inf would turn every negative input into -inf
+        if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not 0 <= slope < math.inf:
+            raise _fail("head.negative_slope", slope, "a finite number >= 0")
         object.__setattr__(self, "negative_slope", float(slope))
         _check_rate("head.dropout", self.dropout)
 
@@ -199,7 +201,7 @@ def _sub_spec(cls: Any, path: str, value: Any) -> Any:
     if not isinstance(value, Mapping):
         raise _fail(path, value, "an object")
     known = {f.name for f in fields(cls)}
-    unknown = sorted(set(value) - known)
+    unknown = sorted(set(value) - known, key=str)  # YAML keys may be numbers: sort mixed types
     if unknown:
         raise SpecError(f"{path}.{unknown[0]}", f"unknown field; allowed: {', '.join(sorted(known))}")
     return cls(**value)
@@ -300,9 +302,9 @@ class ModelSpec:
         if fmt != FORMAT:
             raise _fail("format", fmt, f"{FORMAT!r} (this version of rnncore reads only that format)")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known, key=str)  # YAML keys may be numbers: sort mixed types
         if unknown:
-            raise SpecError(unknown[0], f"unknown field; allowed: format, {', '.join(sorted(known))}")
+            raise SpecError(str(unknown[0]), f"unknown field; allowed: format, {', '.join(sorted(known))}")
         for required in ("input", "encoder"):
             if required not in data:
                 raise SpecError(required, "missing; every spec names its input and its encoder")

@@ -126,7 +126,7 @@ def check_weights(spec: ModelSpec, weights: Mapping[str, np.ndarray]) -> Weights
     expected = canonical_shapes(spec)
     problems: list[str] = []
     missing = [n for n in expected if n not in weights]
-    extra = sorted(n for n in weights if n not in expected)
+    extra = sorted(str(n) for n in weights if n not in expected)  # a stray name may be any type
     if missing:
         problems.append("missing: " + ", ".join(missing))
     if extra:
