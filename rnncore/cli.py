@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from . import __version__
 from .batch import InputError
 from .registry import BackendError, canonical_name
 from .spec import ModelSpec, SpecError, json_schema
+from .train.distributed import DEFAULT_TIMEOUT_S
 from .weights import WeightsError
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
@@ -88,22 +90,91 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .train import distributed
     from .train.run import BUNDLED_PREFIX, DEFAULT_DATA, train_run
 
+    backend = canonical_name(args.backend)
+    role = _training_role(args, backend)
     data = args.data or BUNDLED_PREFIX + DEFAULT_DATA[args.task]
     spec = ModelSpec.from_file(args.spec) if args.spec else None
     config = _train_config(args)
-    print(
-        f"rnncore train: {args.task} on {data}, backend {args.backend}, "
-        f"{config.epochs} epoch(s) -> {args.out}"
-    )
-    scores = train_run(
-        task=args.task, data=data, out=args.out, backend=args.backend, spec=spec, config=config,
-        valid=args.valid, columns=(args.text_column, args.label_column), overwrite=args.overwrite,
-        resume=args.resume, progress=not args.quiet,
-    )  # fmt: skip
-    print("held-out test split: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    if role == "launch":
+        return _launch_training(args, backend, data, config)
+    # a worker joins its run first: TensorFlow's strategy must exist before any TensorFlow op
+    launched = bool(os.environ.get(distributed.WORKER_ENV))  # by a launcher: die with it
+    worker = distributed.start_worker(backend, args.dist_timeout, launched) if role == "worker" else None
+    if worker is None:
+        print(
+            f"rnncore train: {args.task} on {data}, backend {args.backend}, "
+            f"{config.epochs} epoch(s) -> {args.out}"
+        )
+    try:
+        scores = train_run(
+            task=args.task, data=data, out=args.out, backend=args.backend, spec=spec, config=config,
+            valid=args.valid, columns=(args.text_column, args.label_column), overwrite=args.overwrite,
+            resume=args.resume, progress=not args.quiet, distributed=worker,
+        )  # fmt: skip
+    finally:
+        if worker is not None:
+            worker.close()
+    if worker is None or worker.rank == 0:
+        print("held-out test split: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     return EXIT_OK
+
+
+def _training_role(args: argparse.Namespace, backend: str) -> str:
+    """'single' (one process), 'launch' (start the processes) or 'worker' (one of them)."""
+    from .train import distributed
+    from .train.run import RunError
+
+    torch_flags = args.nproc > 1 or args.nnodes > 1 or args.master_addr or args.master_port
+    if backend == "tensorflow" and torch_flags:
+        raise RunError("--nproc/--nnodes/--master-* launch torchrun; on TensorFlow use --workers N")
+    if backend == "torch" and args.workers > 1:
+        raise RunError("--workers starts TensorFlow workers; on torch use --nproc N (and --nnodes)")
+    if args.node_rank >= args.nnodes:
+        raise RunError(f"--node-rank {args.node_rank} is outside --nnodes {args.nnodes} (0 .. nnodes-1)")
+    if args.nnodes > 1 and not args.master_addr:
+        raise RunError("several machines need --master-addr: the address of node 0, the same on every node")
+    if os.environ.get(distributed.WORKER_ENV):
+        return "worker"  # started by a launcher below
+    if backend == "tensorflow" and args.workers > 1 and "TF_CONFIG" in os.environ:
+        size = distributed.tf_cluster_size(os.environ["TF_CONFIG"])
+        if size != args.workers:
+            raise RunError(f"TF_CONFIG describes {size} workers but --workers is {args.workers}")
+        return "worker"  # one worker of the user's own cluster
+    if args.nproc * args.nnodes > 1 or args.workers > 1:
+        return "launch"
+    return "single"
+
+
+def _launch_training(args: argparse.Namespace, backend: str, data: str, config: Any) -> int:
+    """Start every process of this machine (torchrun, or one per TensorFlow worker) and wait."""
+    from .train import distributed
+    from .train.run import check_run_folder
+
+    if args.node_rank == 0:  # where rank 0 writes; checked once here, not in N processes
+        check_run_folder(Path(args.out), args.overwrite, args.resume)
+    env = distributed.worker_env(args.argv)  # every process runs this same command, as a worker
+    program = list(distributed.WORKER_PROGRAM)
+    if backend == "torch":
+        local = args.nnodes == 1 and not args.master_addr
+        port = args.master_port or (distributed.free_ports(1)[0] if local else 29500)
+        command = distributed.torchrun_command(
+            program, nproc=args.nproc, nnodes=args.nnodes, node_rank=args.node_rank,
+            master_addr=args.master_addr or distributed.LOOPBACK, master_port=port,
+        )  # fmt: skip
+        jobs = [(command, distributed.torch_env(env, args.nproc, local))]
+        how = f"torchrun + DistributedDataParallel, {args.nproc} process(es) x {args.nnodes} machine(s)"
+    else:
+        jobs = distributed.local_tf_jobs(program, args.workers, env)
+        how = f"MultiWorkerMirroredStrategy, {args.workers} workers on 127.0.0.1"
+    print(
+        f"rnncore train: {args.task} on {data}, backend {backend}, {config.epochs} epoch(s), "
+        f"global batch {config.batch_size} -> {args.out} ({how})",
+        flush=True,  # before the workers' output
+    )
+    return distributed.run_processes(jobs)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -205,6 +276,40 @@ def _add_train_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--seed", type=int, help="seed for the split, weights and batch order")
 
 
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _index(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
+    return number
+
+
+def _add_parallel_options(command: argparse.ArgumentParser) -> None:
+    group = command.add_argument_group(
+        "several processes", "--batch-size stays the global batch: each process trains on its share"
+    )
+    group.add_argument("--nproc", type=_count, default=1,
+                       help="torch: processes on this machine, DistributedDataParallel under torchrun "
+                       "(gloo on CPUs, NCCL with one GPU per process)")  # fmt: skip
+    group.add_argument("--nnodes", type=_count, default=1, help="torch: machines taking part (default 1)")
+    group.add_argument("--node-rank", type=_index, default=0, help="torch: this machine's index (default 0)")
+    group.add_argument("--master-addr", help="torch: address of node 0 (default 127.0.0.1 on one machine)")
+    group.add_argument("--master-port", type=_count,
+                       help="torch: port on node 0 (default: a free one; 29500 across machines)")  # fmt: skip
+    group.add_argument("--workers", type=_count, default=1,
+                       help="tensorflow: MultiWorkerMirroredStrategy workers; started here on 127.0.0.1, "
+                       "or, with TF_CONFIG set, this process is one of them")  # fmt: skip
+    group.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                       help="seconds a process waits for the others at a collective before failing "
+                       f"(default {DEFAULT_TIMEOUT_S:.0f})")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rnncore",
@@ -261,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_train_options(train)
+    _add_parallel_options(train)
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a trained run on data")
@@ -374,6 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .export import ExportError
     from .port import PortError
 
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a launcher runs again
     try:
         return int(args.handler(args))
     except (ExportError, PortError) as err:  # the result does not compute what the model does

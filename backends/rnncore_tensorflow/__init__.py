@@ -26,6 +26,7 @@ if keras.backend.backend() != "tensorflow":
         "Set KERAS_BACKEND=tensorflow before anything imports keras, or use rnncore's torch backend."
     )
 
+from .distributed import start_distributed
 from .export import EXPORT_FORMATS, ExportError, export, run_exported
 from .files import load_keras_file
 from .model import build, get_weights, owns, set_weights, spec_of
@@ -53,5 +54,6 @@ __all__ = [
     "run_exported",
     "set_weights",
     "spec_of",
+    "start_distributed",
     "value_and_grad",
 ]

@@ -74,18 +74,31 @@ class Trainer:
         return float(loss.numpy())
 
     def _step(self, x: Any, lengths: Any, targets: Any, lr: Any) -> Any:
+        loss, grads = self._gradients(x, lengths, targets)
+        self._apply(self._clipped(grads), lr)
+        return loss
+
+    def _gradients(self, x: Any, lengths: Any, targets: Any, weight: Any = None) -> tuple[Any, list[Any]]:
+        """The batch's mean loss, and the (dense) gradients of `weight` times it."""
         with tf.GradientTape() as tape:
             outputs = self.model([x, lengths], training=True)
             loss = compute_loss(loss_name(self.spec), outputs, targets, lengths)
-        grads = tape.gradient(loss, self.variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        grads = [tf.convert_to_tensor(g) for g in grads]  # embedding grads come as IndexedSlices
-        if self.config.clip_norm is not None:
-            grads = self._clip(grads)
+            scaled = loss if weight is None else loss * tf.cast(weight, loss.dtype)
+        grads = tape.gradient(scaled, self.variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return loss, [tf.convert_to_tensor(g) for g in grads]  # embedding grads come as IndexedSlices
+
+    def _clipped(self, grads: list[Any]) -> list[Any]:
+        return grads if self.config.clip_norm is None else self._clip(grads)
+
+    def _apply(self, grads: list[Any], lr: Any) -> None:
+        """The optimizer step, one variable after the other, on the final gradients."""
         self.steps.assign_add(1)
         update = {"sgd": self._sgd, "adam": self._adam, "adamw": self._adam}[self.config.optimizer]
-        for i, (var, grad) in enumerate(zip(self.variables, grads, strict=True)):
-            update(i, var, grad, lr)
-        return loss
+        for i, grad in enumerate(grads):
+            self._update_variable(i, update, grad, lr)
+
+    def _update_variable(self, i: int, update: Any, grad: Any, lr: Any) -> None:
+        update(i, self.variables[i], grad, lr)
 
     def _clip(self, grads: list[Any]) -> list[Any]:
         # torch.nn.utils.clip_grad_norm_: the norm of the per-tensor norms, coefficient capped at 1

@@ -11,6 +11,7 @@ from rnncore.spec import ModelSpec
 from rnncore.weights import Weights
 
 from .convert import load_canonical, to_canonical
+from .distributed import start_distributed
 from .export import EXPORT_FORMATS, ExportError, export, run_exported
 from .files import load_state_dict_file
 from .model import RnnModel
@@ -37,6 +38,7 @@ __all__ = [
     "run_exported",
     "set_weights",
     "spec_of",
+    "start_distributed",
     "value_and_grad",
 ]
 

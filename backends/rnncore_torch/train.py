@@ -6,6 +6,8 @@ Optimizer state is exchanged in canonical names (`<weight>/exp_avg`, `<weight>/e
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -44,7 +46,8 @@ def compute_loss(
     if name == "mean_squared_error":
         return F.mse_loss(outputs, targets)
     steps = targets.shape[1]
-    valid = (torch.arange(steps)[None, :] < lengths[:, None]) & (targets != IGNORE_INDEX)
+    positions = torch.arange(steps, device=targets.device)
+    valid = (positions[None, :] < lengths.to(targets.device)[:, None]) & (targets != IGNORE_INDEX)
     per_step = F.cross_entropy(outputs.transpose(1, 2), torch.where(valid, targets, 0), reduction="none")
     return (per_step * valid).sum() / valid.sum().clamp(min=1)
 
@@ -59,23 +62,29 @@ class Trainer:
         self.params = {canonical: paths[path] for canonical, path in parameter_map(model.spec)}
         self.optimizer = _optimizer(list(self.params.values()), config)
         self.steps = 0  # torch's SGD keeps no step count of its own
+        # what runs the forward pass: the model, or a DistributedDataParallel wrapper of it
+        self.forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = model
 
     def step(self, inputs: np.ndarray, lengths: np.ndarray, targets: np.ndarray, lr: float) -> float:
         model = self.model
         model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x = torch.from_numpy(np.ascontiguousarray(inputs))
-        lens = torch.from_numpy(np.ascontiguousarray(lengths))
-        y = torch.from_numpy(np.ascontiguousarray(targets))
+        device = next(iter(self.params.values())).device
+        x = torch.from_numpy(np.ascontiguousarray(inputs)).to(device)
+        lens = torch.from_numpy(np.ascontiguousarray(lengths))  # stays on the CPU, as packing wants
+        y = torch.from_numpy(np.ascontiguousarray(targets)).to(device)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = compute_loss(model, model(x, lens), y, lens)
-        loss.backward()
+        loss = compute_loss(model, self.forward(x, lens), y, lens)
+        self._backward(loss)
         if self.config.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.config.clip_norm, foreach=False)
         self.optimizer.step()
         self.steps += 1
         return float(loss.detach())
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
 
     def optimizer_state(self) -> Weights:
         """Optimizer slots in canonical names, numpy copies; `step` is the update count."""
@@ -97,7 +106,8 @@ class Trainer:
         for canonical, param in self.params.items():
             slots: dict[str, torch.Tensor] = {}
             for slot in _SLOTS[self.config.optimizer]:
-                slots[slot] = torch.from_numpy(np.array(state[f"{canonical}/{slot}"])).to(param.dtype)
+                value = torch.from_numpy(np.array(state[f"{canonical}/{slot}"]))
+                slots[slot] = value.to(param.device, param.dtype)
             if self.config.optimizer != "sgd":
                 slots["step"] = torch.tensor(float(steps))
             elif steps == 0 or self.config.momentum == 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from ..registry import backend_of
 from ..weights import Weights
 from .config import TrainConfig
 from .losses import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from .distributed import Shard
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,7 @@ def fit(
     progress: bool = True,
     history: History | None = None,
     best_weights: Weights | None = None,
+    shard: Shard | None = None,
 ) -> History:
     """Train `model` in place for `config.epochs` epochs (from `start_epoch`, to resume).
 
@@ -167,6 +171,11 @@ def fit(
     `restore_best_weights`); without it, the model keeps the last epoch's weights.
     A resumed run passes the best epoch's weights so far as `best_weights` (from its
     checkpoint), so that it restores the same weights an uninterrupted run would.
+
+    With a `shard` (one process of a distributed run, its trainer from the backend's
+    `start_distributed`), every process forms the same global batches and learning rates,
+    trains on its share of each (`Shard.split`) and gets back the loss of the whole batch;
+    every process also evaluates, so all take the same early-stopping decisions.
     """
     backend = backend_of(model)
     trainer = trainer or backend.make_trainer(model, config)
@@ -184,7 +193,7 @@ def fit(
         bar = _progress(len(batches), f"epoch {epoch + 1}/{config.epochs}", progress)
         for i, index in enumerate(batches):
             step = epoch * steps_per_epoch + i
-            loss = trainer.step(*train.batch(index), config.learning_rate(step, total_steps))
+            loss = _train_step(trainer, train, index, config.learning_rate(step, total_steps), shard)
             if not np.isfinite(loss):
                 raise FloatingPointError(
                     f"loss became {loss} at epoch {epoch + 1}, step {step}: lower the learning rate "
@@ -214,6 +223,14 @@ def fit(
     if best_weights is not None:
         set_weights(model, best_weights)
     return history
+
+
+def _train_step(trainer: Any, data: Encoded, index: np.ndarray, lr: float, shard: Shard | None) -> float:
+    """One update on global batch `index`: the whole batch, or this process's share of it."""
+    if shard is None:
+        return float(trainer.step(*data.batch(index), lr))
+    rows, weight = shard.split(data, index)
+    return float(trainer.step(*data.batch(rows), lr, weight))
 
 
 class _progress:

@@ -6,28 +6,36 @@ to be read back:
     config.json, model.safetensors, labels.json, tokenizer/   the final model (a bundle)
     run.json            task, data source, train config, split seed, backend
     history.json        per-epoch loss and validation metrics; history.png plots them
-    checkpoints/epoch-NNNN/   a bundle + optimizer.safetensors + state.json per epoch
+    checkpoints/epoch-NNNN/   a bundle + optimizer.safetensors + state.json per epoch (the
+                        newest two, and with early stopping the best epoch's)
     checkpoints/LATEST  name of the newest complete checkpoint (written last, atomically)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import bundle
-from ..api import build, get_weights, set_weights
+from ..api import build, set_weights, spec_of
 from ..data import DataError, LabelVocab, load_bundled, read_conll, read_npz, read_texts, split
+from ..registry import ALIASES, get_backend
 from ..spec import ModelSpec
 from .config import TrainConfig
 from .loop import Encoded, History, evaluate, fit
+
+if TYPE_CHECKING:
+    from .distributed import Worker
 
 TASKS = ("text-classification", "sequence-classification", "tagging")
 RUN_FORMAT = "rnncore.run/1"
@@ -153,47 +161,104 @@ def default_spec(task: str, encoder: Encoder, data: Any) -> ModelSpec:
 # ---- checkpoints -----------------------------------------------------------------------------
 def _write_text_atomically(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-BEST = "best.safetensors"  # in checkpoints/: the best epoch's weights, kept for early stopping
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file under `folder` and the folders themselves to disk. A full disk can
+    surface only here (delayed allocation), and after a power cut LATEST must not name a
+    folder whose files never reached the disk."""
+    for path in [*sorted(folder.rglob("*"), reverse=True), folder]:
+        if path.is_dir() and os.name == "nt":  # Windows cannot open a folder to flush it
+            continue
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+CHECKPOINT = re.compile(r"epoch-(\d{4,})")  # checkpoints/epoch-NNNN, NNNN = epochs done
+
+
+def _checkpoint_name(epochs_done: int) -> str:
+    return f"epoch-{epochs_done:04d}"
 
 
 def save_checkpoint(
     run: Path, model: Any, trainer: Any, history: History, epoch: int, encoder: Encoder, keep_best: bool
 ) -> None:
-    """Checkpoint epoch `epoch`; with `keep_best`, also the weights of the best epoch so far.
+    """Checkpoint epoch `epoch` as checkpoints/epoch-NNNN/, then point checkpoints/LATEST at it.
 
-    The best epoch may be older than the two checkpoints kept, and early stopping restores it,
-    so its weights are kept apart: a resumed run restores what an uninterrupted one would.
+    Safe against a kill at any instant (tests/test_training_faults.py kills at every file
+    operation): the folder is written, flushed, and only then named by LATEST (replaced
+    atomically), and no folder is removed before LATEST has moved past it. A failed write
+    (a full disk) leaves LATEST on the previous checkpoint and says so.
+
+    With `keep_best`, the best epoch's folder is kept besides the newest two: early stopping
+    restores its weights, and it may be older. Its weights live in the checkpoint itself, so
+    they always match the history that LATEST's state.json tells.
     """
-    if keep_best and history.best_epoch == len(history.epochs) - 1:
-        tmp = run / "checkpoints" / f".{BEST}.tmp"
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        bundle.write_weights(tmp, get_weights(model))
-        os.replace(tmp, run / "checkpoints" / BEST)
-    folder = run / "checkpoints" / f"epoch-{epoch + 1:04d}"
-    bundle.save(
-        model, folder, labels=list(encoder.labels.labels), tokenizer=encoder.tokenizer, overwrite=True
-    )
-    bundle.write_weights(folder / "optimizer.safetensors", trainer.optimizer_state())
-    state = {"epoch": epoch + 1, "history": history.to_dict()}
-    (folder / "state.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-    _write_text_atomically(run / "checkpoints" / "LATEST", folder.name + "\n")
-    for old in sorted((run / "checkpoints").glob("epoch-*"))[:-2]:  # keep the newest two
-        shutil.rmtree(old, ignore_errors=True)
+    checkpoints = run / "checkpoints"
+    folder = checkpoints / _checkpoint_name(epoch + 1)
+    try:
+        bundle.save(
+            model, folder, labels=list(encoder.labels.labels), tokenizer=encoder.tokenizer, overwrite=True
+        )
+        bundle.write_weights(folder / "optimizer.safetensors", trainer.optimizer_state())
+        state = {"epoch": epoch + 1, "history": history.to_dict()}
+        (folder / "state.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+        _fsync_tree(folder)
+        _write_text_atomically(checkpoints / "LATEST", folder.name + "\n")
+    except OSError as err:
+        last = latest_checkpoint(run)
+        kept = f"the last complete checkpoint, {last.name}, is intact" if last else "no checkpoint yet"
+        failed = OSError(
+            f"could not write checkpoint {folder} ({err.strerror or err}); {kept}: fix the cause "
+            "(free disk space) and continue with --resume"
+        )
+        failed.errno = err.errno  # still ENOSPC for a caller that asks
+        raise failed from err
+    keep = {folder.name, _checkpoint_name(epoch)}  # the newest two
+    if keep_best and history.best_epoch is not None:
+        keep.add(_checkpoint_name(history.best_epoch + 1))
+    for old in checkpoints.glob("epoch-*"):
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+    for leftover in [*checkpoints.glob(".epoch-*"), *checkpoints.glob(".LATEST.*")]:  # of a killed save
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 def latest_checkpoint(run: Path) -> Path | None:
+    """The checkpoint folder LATEST names, or None when there is none (yet) to resume from."""
     pointer = run / "checkpoints" / "LATEST"
     if not pointer.is_file():
         return None
-    folder = run / "checkpoints" / pointer.read_text(encoding="utf-8").strip()
-    return folder if folder.is_dir() else None
+    with pointer.open("rb") as handle:
+        name = handle.read(64).decode("utf-8", "replace").strip()
+    if not CHECKPOINT.fullmatch(name):  # e.g. "../../elsewhere": never read outside the run
+        raise RunError(f"{pointer} names {name!r}, not a checkpoint folder (epoch-NNNN)")
+    folder = run / "checkpoints" / name
+    return folder if (folder / "state.json").is_file() else None
+
+
+def _best_weights(run: Path, history: History) -> Any:
+    """The weights of the best epoch so far, kept in its checkpoint (see `save_checkpoint`)."""
+    if history.best_epoch is None:
+        return None
+    folder = run / "checkpoints" / _checkpoint_name(history.best_epoch + 1)
+    return bundle.load_weights_and_spec(folder)[1]
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -210,16 +275,23 @@ def train_run(
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
+    distributed: Worker | None = None,
 ) -> dict[str, Any]:
-    """Train on `data`, write the run folder `out`, return the test (or validation) metrics."""
+    """Train on `data`, write the run folder `out`, return the test (or validation) metrics.
+
+    With `distributed` (this process's place in a multi-process run, from
+    `rnncore.train.distributed.start_worker`) every process reads the data and trains on its
+    share of each batch; only rank 0 writes the run folder (checkpoints, history, final model),
+    shows progress and returns the test metrics (the others return {}). A resumed run reads
+    the checkpoint on every process: the run folder must be visible to all of them.
+    """
     if task not in TASKS:
         raise RunError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     config = config or DEFAULT_TRAIN[task]
     run = Path(out)
-    if run.exists() and not (overwrite or resume):
-        raise RunError(f"{run} already exists; pass --overwrite to replace it or --resume to continue it")
-    if resume and not run.exists():
-        raise RunError(f"cannot resume: {run} does not exist")
+    chief = distributed is None or distributed.rank == 0
+    if chief:  # only rank 0 writes: another rank could see the folder rank 0 just made
+        check_run_folder(run, overwrite, resume)
     dataset = read_dataset(data, task, columns)
     if len(dataset) < 3:
         raise RunError(f"{data} holds {len(dataset)} examples; need at least 3 to train and evaluate")
@@ -231,27 +303,44 @@ def train_run(
     spec = spec or default_spec(task, encoder, dataset)
     if encoder.tokenizer is not None:
         _check_vocab(encoder, spec)
-    model = build(spec, backend=backend, seed=config.seed)
+    with contextlib.nullcontext() if distributed is None else distributed.scope():
+        model = build(spec, backend=backend, seed=config.seed)  # TensorFlow: mirrored variables
+    make_trainer = get_backend(backend).make_trainer if distributed is None else distributed.make_trainer
     start_epoch, history, trainer, best_weights = 0, History(), None, None
     if resume:
-        start_epoch, history, trainer, best_weights = _resume(run, model, config, backend)
-    elif run.exists():
-        shutil.rmtree(run)
-    run.mkdir(parents=True, exist_ok=True)
-    run_info = {"format": RUN_FORMAT, "task": task, "data": data, "valid": valid, "backend": backend,
-                "columns": list(columns), "train": config.to_dict()}  # fmt: skip
-    (run / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
+        start_epoch, history, trainer, best_weights = _resume(run, model, config, make_trainer)
+    elif distributed is not None:
+        trainer = make_trainer(model, config)
+    if chief:
+        if not resume and run.exists():
+            shutil.rmtree(run)
+        run.mkdir(parents=True, exist_ok=True)
+        processes = 1 if distributed is None else distributed.world_size
+        run_info = {"format": RUN_FORMAT, "task": task, "data": data, "valid": valid, "backend": backend,
+                    "columns": list(columns), "train": config.to_dict(), "processes": processes}  # fmt: skip
+        (run / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
 
     def on_epoch_end(epoch: int, hist: History, tr: Any) -> None:
         save_checkpoint(run, model, tr, hist, epoch, encoder, keep_best=bool(config.early_stopping_patience))
 
     history = fit(model, encoded["train"], config, encoded["valid"], start_epoch=start_epoch, trainer=trainer,
-                  on_epoch_end=on_epoch_end, progress=progress, history=history,
-                  best_weights=best_weights)  # fmt: skip
+                  on_epoch_end=on_epoch_end if chief else None, progress=progress and chief,
+                  history=history, best_weights=best_weights,
+                  shard=None if distributed is None else distributed.shard)  # fmt: skip
+    if not chief:
+        return {}
     _write_final_bundle(run, model, encoder, task, config)
     (run / "history.json").write_text(json.dumps(history.to_dict(), indent=2) + "\n", encoding="utf-8")
     _plot_history(history, run / "history.png")
     return evaluate(model, encoded["test"], label_names=encoder.labels.labels)
+
+
+def check_run_folder(run: Path, overwrite: bool, resume: bool) -> None:
+    """Refuse to replace a run folder unasked, or to resume one that is not there."""
+    if run.exists() and not (overwrite or resume):
+        raise RunError(f"{run} already exists; pass --overwrite to replace it or --resume to continue it")
+    if resume and not run.exists():
+        raise RunError(f"cannot resume: {run} does not exist")
 
 
 def _write_final_bundle(run: Path, model: Any, encoder: Encoder, task: str, config: TrainConfig) -> None:
@@ -281,20 +370,19 @@ def _check_vocab(encoder: Encoder, spec: ModelSpec) -> None:
         raise RunError(str(err)) from None
 
 
-def _resume(run: Path, model: Any, config: TrainConfig, backend: str) -> tuple[int, History, Any, Any]:
-    from ..registry import get_backend
-
+def _resume(
+    run: Path, model: Any, config: TrainConfig, make_trainer: Callable[[Any, TrainConfig], Any]
+) -> tuple[int, History, Any, Any]:
     folder = latest_checkpoint(run)
     if folder is None:
         raise RunError(f"{run} has no complete checkpoint to resume from; start again with --overwrite")
     _, weights = bundle.load_weights_and_spec(folder)
     set_weights(model, weights)
-    trainer = get_backend(backend).make_trainer(model, config)
+    trainer = make_trainer(model, config)
     trainer.load_optimizer_state(bundle.read_weights(folder / "optimizer.safetensors"))
     state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
     history = History(**state["history"])
-    best = run / "checkpoints" / BEST
-    best_weights = bundle.read_weights(best) if config.early_stopping_patience and best.is_file() else None
+    best_weights = _best_weights(run, history) if config.early_stopping_patience else None
     return int(state["epoch"]), history, trainer, best_weights
 
 
@@ -331,16 +419,40 @@ def task_of(spec: ModelSpec) -> str:
 
 
 def _run_info(folder: Path) -> dict[str, Any]:
-    """run.json of a training run; for any other bundle, what its config.json tells."""
+    """run.json of a training run; for any other bundle, what its config.json tells. Checked:
+    a damaged file is refused here, naming it, not met later as a KeyError or a bad int."""
     config = bundle.read_config(folder)  # refuses a folder that is not a bundle, with the reason
-    info_path = folder / "run.json"
+    info_path = bundle.own_path(folder, "run.json")
     if info_path.is_file():
-        return dict(json.loads(info_path.read_text(encoding="utf-8")))
+        try:
+            info = json.loads(info_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise RunError(f"{info_path} is not valid JSON ({err})") from None
+        _check_run_info(info, info_path)
+        return dict(info)
     spec, _ = bundle.load_weights_and_spec(folder)
     task = config.get("task") or task_of(spec)
-    max_len = int(config.get("max_len") or TrainConfig().max_len)
-    return {"task": task, "data": None, "backend": config.get("backend", "torch"),
+    max_len = config.get("max_len") or TrainConfig().max_len
+    info = {"task": task, "data": None, "backend": config.get("backend", "torch"),
             "train": {"max_len": max_len, "seed": 0}}  # fmt: skip
+    _check_run_info(info, folder / bundle.CONFIG)
+    return info
+
+
+def _check_run_info(info: Any, where: Path) -> None:
+    def integer(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    train = info.get("train") if isinstance(info, dict) else None
+    if not isinstance(train, dict):
+        raise RunError(f'{where}: expected an object with "task", "backend", "data" and "train"')
+    if info.get("task") not in TASKS:
+        raise RunError(f"{where}: task is {info.get('task')!r}; expected one of {', '.join(TASKS)}")
+    backend, data = info.get("backend"), info.get("data")
+    if not (isinstance(backend, str) and backend.lower() in ALIASES and isinstance(data, (str, type(None)))):
+        raise RunError(f'{where}: "backend" must name a backend and "data" a data source')
+    if not (integer(train.get("max_len")) and train["max_len"] >= 1 and integer(train.get("seed"))):
+        raise RunError(f"{where}: max_len must be an integer >= 1 and seed an integer")
 
 
 def load_run(run: str | Path, backend: str | None = None) -> tuple[Any, Encoder, dict[str, Any]]:
@@ -349,11 +461,12 @@ def load_run(run: str | Path, backend: str | None = None) -> tuple[Any, Encoder,
     info = _run_info(run)
     model = bundle.load(run, backend=backend or info["backend"])
     tokenizer = None
-    if (run / bundle.TOKENIZER).is_dir():
+    tokenizer_folder = bundle.tokenizer_folder(run)  # refuses links out of the bundle
+    if tokenizer_folder is not None:
         from ..tokenize import Tokenizer
 
-        tokenizer = Tokenizer.from_pretrained(run / bundle.TOKENIZER)
-    labels = LabelVocab(tuple(bundle.load_labels(run) or ()))
+        tokenizer = Tokenizer.from_pretrained(tokenizer_folder)
+    labels = LabelVocab(tuple(bundle.load_labels(run, spec_of(model)) or ()))
     max_len = int(info["train"].get("max_len", TrainConfig().max_len))
     return model, Encoder(info["task"], labels, tokenizer, max_len), info
 
