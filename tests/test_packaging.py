@@ -68,3 +68,20 @@ def test_missing_framework_names_the_extra_to_install(monkeypatch):
 def test_foreign_models_are_refused():
     with pytest.raises(rnncore.BackendError, match="not a model built by rnncore"):
         rnncore.predict(object(), [[1, 2]])
+
+
+def test_every_subpackage_is_listed_for_the_wheel():
+    """setuptools ships only the packages pyproject names; an editable install hides a missing one."""
+    from pathlib import Path
+
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(root).parts)
+        for init in (root / "rnncore").rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    found |= {init.parent.name for init in (root / "backends").glob("*/__init__.py")}
+    assert found == listed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
@@ -53,6 +55,11 @@ class RnnModel(nn.Module):
             self.embedding = nn.Embedding(inp.vocab_size, inp.embedding_dim, padding_idx=inp.padding_idx)
         self.encoder = nn.ModuleList(_recurrent_layer(spec, size) for size in spec.layer_input_sizes)
         self.residual = list(spec.residual_layers)
+        # `last` pooling reads the final layer's hidden state: it holds the forward direction at
+        # each row's last valid step and the backward one at step 0, which is what `last` picks,
+        # as long as nothing acts on the last layer's outputs first (no residual there, and no
+        # active dropout, checked per call). It skips unpacking and gathering the outputs.
+        self._last_is_state = spec.pooling == "last" and not self.residual[-1]
         self.encoder_dropout = nn.Dropout(enc.dropout)
         self.attention = AttentionPool(spec.features_size) if spec.pooling == "attention" else None
         self.dense = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in head_layer_sizes(spec))
@@ -65,37 +72,60 @@ class RnnModel(nn.Module):
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         batch, steps = inputs.shape[0], inputs.shape[1]
         x = self.embedding(inputs) if self.embedding is not None else inputs
+        # fast path: no packing when nothing is padded
+        full = lengths is None or bool((lengths == steps).all())
+        if self._last_is_state and not (self.training and self.encoder_dropout.p > 0):
+            _, state = self._encode_full(x) if full or lengths is None else self._encode_packed(x, lengths)
+            return self._head(self._last_state(state))
         if lengths is None:
             lengths = torch.full((batch,), steps, dtype=torch.int64)
-        mask = torch.arange(steps, device=x.device)[None, :] < lengths.to(x.device)[:, None]
-        if bool((lengths == steps).all()):
-            seq = self._encode_full(x)  # fast path: no packing when nothing is padded
+        if full:
+            seq, _ = self._encode_full(x)
         else:
-            seq = self._encode_packed(x, lengths, steps)
+            packed, _ = self._encode_packed(x, lengths)
+            seq, _ = pad_packed_sequence(packed, batch_first=True, total_length=steps)
+        mask = torch.arange(steps, device=x.device)[None, :] < lengths.to(x.device)[:, None]
         out = self._pool(seq, lengths, mask)
         out = self._head(out)
         if self.spec.per_step_output and self.spec.head is not None:
             out = out * mask[:, :, None].to(out.dtype)
         return out
 
-    def _encode_full(self, x: torch.Tensor) -> torch.Tensor:
-        for rnn, residual in zip(self.encoder, self.residual, strict=True):
-            out = self.encoder_dropout(rnn(x)[0])
-            x = out + x if residual else out
-        return x
+    def train(self, mode: bool = True) -> RnnModel:
+        # rnncore.predict switches to eval mode and back around every batch; when every submodule
+        # is in that mode already, skip nn.Module's walk (a __setattr__ per submodule, ~30 us)
+        if isinstance(mode, bool) and all(m.training is mode for m in self.modules()):
+            return self
+        return super().train(mode)
 
-    def _encode_packed(self, x: torch.Tensor, lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    def _last_state(self, state: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        h = state[0] if isinstance(state, tuple) else state  # LSTM: (h, c); (directions, B, H)
+        return torch.cat([h[0], h[1]], dim=1) if self.spec.encoder.bidirectional else h[0]
+
+    def _dropout(self, x: torch.Tensor) -> torch.Tensor:
+        # nn.Dropout is the identity in eval mode and at p=0 (and draws no random numbers then)
+        return self.encoder_dropout(x) if self.training and self.encoder_dropout.p > 0 else x
+
+    def _encode_full(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        state = None
+        for rnn, residual in zip(self.encoder, self.residual, strict=True):
+            out, state = rnn(x)
+            out = self._dropout(out)
+            x = out + x if residual else out
+        return x, state
+
+    def _encode_packed(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[PackedSequence, Any]:
         # Packing makes each row stop at its length and the backward direction start at its
         # last valid step. Residuals and dropout act on `.data` directly: a layer's input and
         # output share one packing, so the rows line up without unpacking between layers.
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        state = None
         for rnn, residual in zip(self.encoder, self.residual, strict=True):
-            out, _ = rnn(packed)
-            data = self.encoder_dropout(out.data)
+            out, state = rnn(packed)  # the state comes back in the batch's own row order
+            data = self._dropout(out.data)
             data = data + packed.data if residual else data
             packed = PackedSequence(data, out.batch_sizes, out.sorted_indices, out.unsorted_indices)
-        seq, _ = pad_packed_sequence(packed, batch_first=True, total_length=steps)
-        return seq
+        return packed, state
 
     def _pool(self, seq: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         pooling = self.spec.pooling
