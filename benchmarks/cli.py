@@ -1,0 +1,397 @@
+"""`python -m benchmarks`: run the grid and the shared parts, print the table, write JSON and plots."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from . import cpu, grid, report
+from .timing import Settings
+
+SCHEMA = "rnncore.benchmarks/1"
+QUIET_WARNING = (
+    "WARNING: the machine is not quiet (other processes used {other:.2f} CPUs of {cpus}); "
+    "timings will be slower and noisier than on an idle machine, and contended repetitions are "
+    "dropped or flagged"
+)
+SETTINGS = {
+    "smoke": Settings(warmup_calls=2, min_rep_s=0.05, max_calls_per_rep=1000, min_quiet=1, min_rounds=2,
+                      max_rounds=2, budget_s=5.0),
+    "quick": Settings(warmup_calls=3, min_rep_s=0.12, max_calls_per_rep=1000, min_quiet=3, min_rounds=3,
+                      max_rounds=8, budget_s=6.0),
+    "full": Settings(warmup_calls=3, min_rep_s=0.15, max_calls_per_rep=1000, min_quiet=3, min_rounds=3,
+                     max_rounds=8, budget_s=6.0),
+}  # fmt: skip
+# Time budget of the whole run (seconds) and what to keep back for the parts after the grid.
+BUDGET = {"smoke": 600.0, "quick": 900.0, "full": 1740.0}
+RESERVE = {"smoke": 0.0, "quick": 0.0, "full": 240.0}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="mode", action="store_const", const="quick", help="(default) ~3 min")
+    size.add_argument("--full", dest="mode", action="store_const", const="full", help="the grid, < 30 min")
+    size.add_argument(
+        "--smoke", dest="mode", action="store_const", const="smoke", help="1 tiny point (tests)"
+    )
+    p.set_defaults(mode="quick")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for JSON and PNGs")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads, both stacks")
+    p.add_argument("--inter-op-threads", type=int, default=None, help="inter-op threads (default --threads)")
+    p.add_argument("--frameworks", default="torch,tensorflow", help="comma list: torch, tensorflow")
+    p.add_argument("--no-keras-torch", action="store_true", help="skip the Keras-on-torch subprocess")
+    p.add_argument("--no-xla", action="store_true", help="skip the XLA Keras baseline")
+    p.add_argument(
+        "--torch-compile", action="store_true", help="add a torch.compile baseline (slow to build)"
+    )
+    p.add_argument("--no-shared", action="store_true", help="skip tokenizer/metrics/porting/bucketing")
+    p.add_argument("--no-imports", action="store_true", help="skip the import-time subprocess")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--budget-s", type=float, default=None, help="time budget of the whole run")
+    p.add_argument("--contention-threshold", type=float, default=0.25,
+                   help="CPUs used by other processes above which a repetition is contended")  # fmt: skip
+    p.add_argument("--max-step-s", type=float, default=4.0,
+                   help="full grid: skip points whose estimated training step takes longer")  # fmt: skip
+    return p.parse_args(argv)
+
+
+def setup_threads(threads: int, inter_op: int, frameworks: list[str]) -> dict[str, Any]:
+    """The same intra/inter-op thread counts on both stacks; torch is imported first."""
+    found: dict[str, Any] = {"requested_intra_op": threads, "requested_inter_op": inter_op}
+    if "torch" in frameworks or "tensorflow" in frameworks:
+        import torch
+
+        torch.set_num_threads(threads)
+        torch.set_num_interop_threads(inter_op)
+        found["torch_intra_op"] = torch.get_num_threads()
+        found["torch_inter_op"] = torch.get_num_interop_threads()
+    if "tensorflow" in frameworks:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+        found["tf_intra_op"] = tf.config.threading.get_intra_op_parallelism_threads()
+        found["tf_inter_op"] = tf.config.threading.get_inter_op_parallelism_threads()
+    return found
+
+
+def gemm(frameworks: list[str], seconds: float) -> dict[str, Any]:
+    """This machine's float32 GEMM peak: the best of torch.mm and numpy matmul on 1024x1024."""
+    import numpy as np
+
+    size = 1024
+    a = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
+    a @ a
+    best = float("inf")
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - start)
+    found: dict[str, Any] = {"size": size, "numpy_gflops": 2.0 * size**3 / best / 1e9}
+    if "torch" in frameworks or "tensorflow" in frameworks:
+        from .impl_torch import gemm_gflops
+
+        found["torch_gflops"] = gemm_gflops(size, seconds)
+    found["peak_gflops"] = max(v for k, v in found.items() if k.endswith("_gflops"))
+    return found
+
+
+def select_points(mode: str) -> list[grid.Point]:
+    return {"smoke": grid.smoke_points, "quick": grid.quick_points, "full": grid.full_points}[mode]()
+
+
+def keras_torch_points(mode: str, ran: list[grid.Point]) -> list[grid.Point]:
+    """Where the (slow) Keras-on-torch anchor runs: the reference; in full mode also its masked
+    twin and a few cheap unidirectional 1-layer points of length 128."""
+    if mode == "smoke":
+        return ran[:1]
+    if mode == "quick":
+        return [p for p in ran if p == grid.REFERENCE]
+    chosen = [p for p in ran if p.tag == "reference"]
+    chosen += [
+        p for p in ran if p.layers == 1 and not p.bidirectional and p.seq_len == 128 and p.hidden == 128
+    ]
+    return list({p.key: p for p in chosen}.values())[:8]
+
+
+def run_grid(
+    args: argparse.Namespace, settings: Settings, frameworks: list[str], peak: float | None, deadline: float
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[grid.Point]]:
+    from .timing import Impl, run_interleaved
+
+    entries: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    ran: list[grid.Point] = []
+    current: tuple[Any, ...] | None = None
+    impls: list[Impl] = []
+    # a deliberately optimistic rate for the step-time estimate: half the GEMM peak
+    rate = (peak or 50.0) * 0.5
+    for point in select_points(args.mode):
+        estimate = grid.estimated_seconds(point, "train", rate)
+        if args.mode == "full" and estimate > args.max_step_s:
+            skipped.append(
+                {"point": point.key, "reason": f"estimated training step {estimate:.1f} s > --max-step-s"}
+            )
+            continue
+        if time.perf_counter() > deadline:
+            skipped.append({"point": point.key, "reason": "time budget spent"})
+            continue
+        if point.arch != current:
+            impls = []
+            gc.collect()
+            if "torch" in frameworks:
+                from . import impl_torch
+
+                impls += impl_torch.impls(point, compiled=args.torch_compile)
+            if "tensorflow" in frameworks:
+                from . import impl_tf
+
+                impls += impl_tf.impls(point, xla=not args.no_xla)
+            current = point.arch
+        arrays = grid.batch_arrays(point)
+        for mode in grid.MODES:
+            found = {impl.name: impl.runner(mode, arrays, point) for impl in impls}
+            runners = {name: fn for name, fn in found.items() if fn is not None}
+            series = run_interleaved(runners, settings)
+            timed = [impl for impl in impls if impl.name in runners]
+            e = report.entry(point, mode, arrays, timed, series, settings.min_quiet, peak)
+            entries.append(e)
+            _progress(e)
+        ran.append(point)
+    return entries, skipped, ran
+
+
+def _progress(e: dict[str, Any]) -> None:
+    parts = []
+    for name, r in e["impls"].items():
+        flag = "*" if r.get("contended") else ""
+        parts.append(
+            f"{name} {report._k(r.get('tokens_per_s_padded'))}{flag}"
+            if not r.get("error")
+            else f"{name} error"
+        )
+    print(f"  {report.short_key(e['point'])} {e['mode']}: " + ", ".join(parts), flush=True)
+
+
+def run_keras_torch(
+    points: list[grid.Point], settings: Settings, threads: int, inter_op: int, peak: float | None
+) -> dict[str, Any]:
+    job = {
+        "points": [p.as_dict() for p in points],
+        "modes": list(grid.MODES),
+        "threads": threads,
+        "inter_op_threads": inter_op,
+        "settings": dataclasses.asdict(settings),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        job_path, out_path = Path(tmp, "job.json"), Path(tmp, "out.json")
+        job_path.write_text(json.dumps(job), encoding="utf-8")
+        env = {**os.environ, "KERAS_BACKEND": "torch", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        repo = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.keras_torch", str(job_path), str(out_path)],
+            capture_output=True, text=True, env=env, cwd=repo, timeout=900,
+        )  # fmt: skip
+        if done.returncode != 0 or not out_path.is_file():
+            return {"error": (done.stderr or done.stdout)[-2000:], "returncode": done.returncode}
+        found: dict[str, Any] = json.loads(out_path.read_text(encoding="utf-8"))
+    found["wall_s"] = time.perf_counter() - start
+    found["peak_gflops"] = peak
+    return found
+
+
+def contention_summary(results: dict[str, Any], threshold: float) -> dict[str, Any]:
+    reps = contended = 0
+
+    def walk(value: Any) -> None:
+        nonlocal reps, contended
+        if isinstance(value, dict):
+            if "rep_other_cpus" in value:
+                reps += len(value["rep_other_cpus"])
+                contended += sum(1 for o in value["rep_other_cpus"] if o > threshold)
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(results)
+    return {
+        "repetitions": reps,
+        "contended_repetitions": contended,
+        "contended_fraction": contended / reps if reps else 0.0,
+        "threshold_cpus": threshold,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    started = time.perf_counter()
+    budget = args.budget_s if args.budget_s is not None else BUDGET[args.mode]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
+    inter_op = args.inter_op_threads or args.threads
+    settings = dataclasses.replace(SETTINGS[args.mode], threshold=args.contention_threshold)
+    print(
+        f"rnncore benchmarks, {args.mode} mode, {args.threads} intra-op / {inter_op} inter-op threads",
+        flush=True,
+    )
+
+    quiet = cpu.quiet_check(0.5 if args.mode == "smoke" else 1.0)
+    cpus = os.cpu_count() or 1
+    if quiet > args.contention_threshold:
+        print(QUIET_WARNING.format(other=quiet, cpus=cpus), flush=True)
+    results: dict[str, Any] = {
+        "schema": SCHEMA,
+        "mode": args.mode,
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": cpu.machine_info(),
+        "quiet_check": {"other_cpus": quiet, "quiet": quiet <= args.contention_threshold},
+        "settings": dataclasses.asdict(settings),
+        "memory_method": cpu.memory_method(),
+        "contention_method": (
+            "per repetition: (machine busy jiffies from /proc/stat - this process's utime+stime from "
+            "/proc/self/stat) / CLK_TCK / wall seconds = CPUs used by other processes; a repetition above "
+            "threshold_cpus is contended and left out of the statistics when quiet ones exist"
+        ),
+        "flops_method": "2*G*H*(I+H) per layer, direction and valid token (G gates); training = 3x forward",
+        "phases_s": {},
+    }
+    lap = [time.perf_counter()]
+
+    def phase_done(name: str) -> None:
+        now = time.perf_counter()
+        results["phases_s"][name] = now - lap[0]
+        lap[0] = now
+
+    if not args.no_imports and args.mode != "smoke":
+        from . import shared
+
+        print("import times ...", flush=True)
+        results["imports"] = shared.import_times()
+        phase_done("imports")
+    results["threads"] = setup_threads(args.threads, inter_op, frameworks)
+    results["gemm"] = gemm(frameworks, 0.3 if args.mode == "smoke" else 1.0)
+    peak = results["gemm"]["peak_gflops"]
+    print(f"float32 GEMM peak {peak:.1f} GFLOP/s", flush=True)
+    results["versions"] = cpu.versions(["numpy", "torch", "tensorflow", "keras", "rnncore", "tokenizers"])
+    phase_done("setup_and_gemm")
+
+    print("grid ...", flush=True)
+    deadline = started + budget - RESERVE[args.mode]
+    entries, skipped, ran = run_grid(args, settings, frameworks, peak, deadline)
+    results["grid"], results["skipped"] = entries, skipped
+    phase_done("grid")
+
+    if not args.no_keras_torch:
+        points = keras_torch_points(args.mode, ran)
+        print(f"keras on torch (subprocess) on {len(points)} point(s) ...", flush=True)
+        kt_settings = dataclasses.replace(settings, warmup_calls=2, min_rounds=2, max_rounds=4)
+        worker = run_keras_torch(points, kt_settings, args.threads, inter_op, peak)
+        results["keras_torch"] = {k: v for k, v in worker.items() if k != "results"}
+        report.merge_keras_torch(entries, worker)
+        phase_done("keras_torch")
+
+    if not args.no_shared and args.mode != "smoke":
+        results["shared"] = run_shared(args, settings, frameworks, results["phases_s"])
+        lap[0] = time.perf_counter()
+
+    results["contention"] = contention_summary(results, args.contention_threshold)
+    results["elapsed_s"] = time.perf_counter() - started
+    print()
+    print(report.table(entries))
+    print(legend(results))
+    out = args.out
+    report.write_json(out / f"{args.mode}.json", results)
+    written = [str(out / f"{args.mode}.json")]
+    if not args.no_plots:
+        written += report.plots(entries, out / args.mode)
+    print("wrote " + ", ".join(written))
+    return 0
+
+
+def run_shared(
+    args: argparse.Namespace, settings: Settings, frameworks: list[str], phases: dict[str, float]
+) -> dict[str, Any]:
+    from . import shared
+
+    light = dataclasses.replace(settings, warmup_calls=2, min_rounds=2, max_rounds=5, min_quiet=2)
+    found: dict[str, Any] = {}
+    backends = tuple(f for f in ("torch", "tensorflow") if f in frameworks)
+    quick = args.mode == "quick"
+    steps: list[tuple[str, str, Any]] = [
+        ("tokenizer", "tokenizer", lambda: shared.tokenizer(light)),
+        ("metrics", "metrics", lambda: shared.metrics(light)),
+        ("porting", "porting a 100M-parameter spec", lambda: shared.porting(1 if quick else 2, backends)),
+        # one warm-up pass per variant: a pass is many calls already
+        ("bucketing", "length bucketing", lambda: shared.bucketing(
+            dataclasses.replace(light, warmup_calls=1), 384 if quick else 2048, backends)),
+    ]  # fmt: skip
+    for key, label, run in steps:
+        print(f"{label} ...", flush=True)
+        start = time.perf_counter()
+        found[key] = run()
+        phases[key] = time.perf_counter() - start
+        gc.collect()
+    return found
+
+
+def legend(results: dict[str, Any]) -> str:
+    c = results["contention"]
+    lines = [
+        "tokens/s over padded tokens (k = thousands); ratio = rnncore / best same-framework baseline "
+        f"of this run (median calls; target >= {report.TARGET_RATIO}), ± one standard error from the "
+        "spread between repetitions; * all repetitions contended, ~ fewer quiet repetitions than "
+        "asked, ! under target; latency: rt rnncore_torch, te torch_eager, rk rnncore_keras, kt keras_tf",
+        f"threads: {results['threads']}",
+        f"contention: {c['contended_repetitions']} of {c['repetitions']} repetitions had other processes "
+        f"above {c['threshold_cpus']} CPUs",
+    ]
+    if c["contended_fraction"] > 0.1 or not results["quiet_check"]["quiet"]:
+        lines.append(
+            "WARNING: the machine was not quiet during this run; figures marked * or ~ are unreliable "
+            "(rerun on an idle machine)"
+        )
+    shared = results.get("shared", {})
+    if "tokenizer" in shared:
+        t = shared["tokenizer"]["results"]
+        lines.append(
+            f"tokenizer: encode_batch {report._k(t['encode_batch'].get('tokens_per_s'))} tok/s "
+            f"(Rust batch encoder {report._k(t['rust_batch_encoder'].get('tokens_per_s'))} tok/s)"
+        )
+    if "metrics" in shared:
+        m = shared["metrics"]["results"]
+        lines.append(
+            "metrics on 1M: "
+            + ", ".join(f"{k} {v['median_s'] * 1e3:.0f} ms" for k, v in m.items() if v.get("median_s"))
+        )
+    if "porting" in shared:
+        p = shared["porting"]
+        for backend in ("torch", "tensorflow"):
+            if backend in p:
+                b = p[backend]
+                lines.append(
+                    f"porting {p['parameters'] / 1e6:.0f}M params, {backend}: "
+                    f"build+set {b['build_and_set_s']:.2f} s, set_weights {b['set_weights_s']:.2f} s, "
+                    f"get_weights {b['get_weights_s']:.2f} s"
+                )
+    if "bucketing" in shared:
+        b = shared["bucketing"]
+        for key, value in b.items():
+            if isinstance(value, dict) and "speedup" in value and value["speedup"]:
+                lines.append(f"bucketing {key}: {value['speedup']:.2f}x valid tokens/s vs naive padding")
+    return "\n".join(lines)

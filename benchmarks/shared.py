@@ -1,0 +1,272 @@
+"""The parts both backends share: tokenizer, metrics, weight porting, length bucketing, imports.
+
+Each figure that is a rate goes through the same interleaved, contention-accounted timing as
+the grid (`timing.run_interleaved`), so it carries the same `contended` flags.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from .timing import Settings, run_interleaved
+
+PORT_SPEC: dict[str, Any] = {
+    # about 100M parameters: a 250k x 256 embedding (64M) and a 2-layer BiLSTM of 1024 (35.7M)
+    "input": {"kind": "tokens", "vocab_size": 250_000, "embedding_dim": 256, "padding_idx": 0},
+    "encoder": {"cell": "lstm", "hidden_size": 1024, "num_layers": 2, "bidirectional": True},
+    "pooling": "last",
+    "head": {"hidden": [], "num_outputs": 2, "task": "classification"},
+}
+
+
+def _summaries(series: dict[str, Any], settings: Settings) -> dict[str, dict[str, Any]]:
+    return {name: s.summary(settings.min_quiet) for name, s in series.items()}
+
+
+# ---- tokenizer --------------------------------------------------------------------------------
+def tokenizer(settings: Settings) -> dict[str, Any]:
+    """encode_batch over the whole bundled Rotten Tomatoes set with a word-level tokenizer.
+
+    `rust_batch_encoder` is the path `encode_batch` took before its Python fast path (the Rust
+    batch encoder, then the same padding), timed interleaved with it as the before/after figure.
+    """
+    from rnncore.data.datasets import load_bundled
+    from rnncore.tokenize import Tokenizer, _pad
+
+    texts = load_bundled("rotten_tomatoes").texts
+    started = time.perf_counter()
+    tok = Tokenizer.train(texts, kind="word", vocab_size=20_000)
+    train_s = time.perf_counter() - started
+    ids, lengths = tok.encode_batch(texts)
+    rust = tok._rust  # the wrapped Rust tokenizer, for the before figure only
+    old_rows = [e.ids for e in rust.encode_batch_fast(texts, add_special_tokens=False)]
+    old_ids, _ = _pad(old_rows, tok.pad_id)
+    runners: dict[str, Callable[[], Any]] = {
+        "encode_batch": lambda: tok.encode_batch(texts),
+        "rust_batch_encoder": lambda: _pad(
+            [e.ids for e in rust.encode_batch_fast(texts, add_special_tokens=False)], tok.pad_id
+        ),
+    }
+    found = _summaries(run_interleaved(runners, settings), settings)
+    tokens = int(lengths.sum())
+    for summary in found.values():
+        median = summary.get("median_s")
+        summary["tokens_per_s"] = tokens / median if median else None
+    return {
+        "texts": len(texts),
+        "tokens": tokens,
+        "vocab_size": tok.vocab_size,
+        "train_s": train_s,
+        "same_ids_as_rust": bool(np.array_equal(ids, old_ids)),
+        "target_tokens_per_s": 1e6,
+        "results": found,
+    }
+
+
+# ---- metrics ----------------------------------------------------------------------------------
+def metrics(settings: Settings, n: int = 1_000_000) -> dict[str, Any]:
+    """The shared numpy metrics on 1M predictions of a 2-class model (what `evaluate` computes)."""
+    from rnncore import metrics as m
+
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 2, n)
+    logits = rng.standard_normal((n, 2)).astype(np.float32)
+    y_pred = logits.argmax(axis=1)
+    scores = logits[:, 1] - logits[:, 0]
+    runners: dict[str, Callable[[], Any]] = {
+        "accuracy": lambda: m.accuracy(y_true, y_pred),
+        "precision_recall_f1_macro": lambda: m.precision_recall_f1(y_true, y_pred, average="macro"),
+        "confusion_matrix": lambda: m.confusion_matrix(y_true, y_pred),
+        "classification_report": lambda: m.classification_report(y_true, y_pred),
+        "log_loss_from_logits": lambda: m.log_loss_from_logits(y_true, logits),
+        "roc_auc_binary": lambda: m.roc_auc_binary(y_true, scores),
+        "evaluate_set": lambda: (
+            m.classification_report(y_true, y_pred),
+            m.log_loss_from_logits(y_true, logits),
+        ),
+    }
+    found = _summaries(run_interleaved(runners, settings), settings)
+    for summary in found.values():
+        median = summary.get("median_s")
+        summary["meets_target"] = None if median is None else median < 0.1
+    return {
+        "predictions": n,
+        "classes": 2,
+        "target_s": 0.1,
+        "evaluate_set": "classification_report + log_loss_from_logits, what rnncore.train.evaluate runs",
+        "results": found,
+    }
+
+
+# ---- porting ----------------------------------------------------------------------------------
+def _best(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def porting(repeats: int = 2, backends: tuple[str, ...] = ("torch", "tensorflow")) -> dict[str, Any]:
+    """Canonical weights of a ~100M-parameter spec in and out of each backend's native model."""
+    import rnncore
+
+    from . import cpu
+
+    spec = rnncore.ModelSpec.from_dict(PORT_SPEC)
+    init_s, weights = _best(lambda: rnncore.init_weights(spec, seed=0), 1)
+    params = int(sum(w.size for w in weights.values()))
+    nbytes = int(sum(w.nbytes for w in weights.values()))
+    out: dict[str, Any] = {
+        "spec": PORT_SPEC,
+        "parameters": params,
+        "bytes": nbytes,
+        "init_weights_s": init_s,
+        "target_s": 2.0,
+        "memcpy_s": _best(lambda: [np.copy(w) for w in weights.values()], repeats)[0],
+    }
+    for backend in backends:
+        before = cpu.sample()
+        build_s, model = _best(partial(rnncore.build, spec, backend=backend, weights=weights), 1)
+        set_s, _ = _best(partial(rnncore.set_weights, model, weights), repeats)
+        get_s, back = _best(partial(rnncore.get_weights, model), repeats)
+        other = cpu.other_cpus(before, cpu.sample())
+        exact = all(np.array_equal(back[k], weights[k]) for k in weights)
+        out[backend] = {
+            "build_and_set_s": build_s,
+            "set_weights_s": set_s,
+            "get_weights_s": get_s,
+            "set_gb_per_s": nbytes / set_s / 1e9,
+            "get_gb_per_s": nbytes / get_s / 1e9,
+            "round_trip_exact": exact,
+            "other_cpus": other,
+            "contended": other > 0.25,
+        }
+        del model, back
+    return out
+
+
+# ---- length bucketing -------------------------------------------------------------------------
+def bucketing(settings: Settings, rows: int, backends: tuple[str, ...]) -> dict[str, Any]:
+    """Valid tokens/s over the same Rotten Tomatoes rows: length-bucketed batches vs naive ones.
+
+    Naive: the rows in random batches, every batch padded to the longest row of the set.
+    Bucketed: `rnncore.data.splits.bucket_batches`, each batch cut to its own longest row
+    (`Encoded.batch`, as the training loop does). One call = one pass over all the rows.
+    """
+    import rnncore
+    from rnncore.data.datasets import load_bundled
+    from rnncore.data.splits import bucket_batches, padding_fraction
+    from rnncore.registry import get_backend
+    from rnncore.tokenize import Tokenizer
+    from rnncore.train.config import TrainConfig
+
+    texts = load_bundled("rotten_tomatoes").texts
+    tok = Tokenizer.train(texts, kind="word", vocab_size=20_000)
+    rng = np.random.default_rng(0)
+    chosen = rng.choice(len(texts), size=min(rows, len(texts)), replace=False)
+    ids, lengths = tok.encode_batch([texts[i] for i in chosen], max_len=128)
+    labels = rng.integers(0, 2, len(lengths))
+    batch_size = 64
+    buckets = bucket_batches(lengths, batch_size, seed=0)
+    order = rng.permutation(len(lengths))
+    naive = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    spec = rnncore.ModelSpec.from_dict(
+        {"input": {"kind": "tokens", "vocab_size": tok.vocab_size, "embedding_dim": 128,
+                   "padding_idx": tok.pad_id},
+         "encoder": {"cell": "lstm", "hidden_size": 256, "num_layers": 1, "bidirectional": False},
+         "pooling": "last", "head": {"hidden": [], "num_outputs": 2, "task": "classification"}}
+    )  # fmt: skip
+    width = ids.shape[1]
+    out: dict[str, Any] = {
+        "rows": len(lengths),
+        "batch_size": batch_size,
+        "valid_tokens": int(lengths.sum()),
+        "mean_length": float(lengths.mean()),
+        "max_length": int(width),
+        "padding_fraction_bucketed": padding_fraction(lengths, buckets),
+        "padding_fraction_naive": 1.0 - float(lengths.sum()) / (len(lengths) * width),
+        "target_speedup": 1.5,
+        "model": "1-layer LSTM, hidden 256, embedding 128 (the reference, vocab of the tokenizer)",
+    }
+    for backend in backends:
+        model = rnncore.build(spec, backend=backend, weights=rnncore.init_weights(spec, seed=0))
+        trainer = get_backend(backend).make_trainer(model, TrainConfig(optimizer="adam", lr=1e-3))
+
+        def bucketed_batches() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+            found = []
+            for index in buckets:
+                steps = int(lengths[index].max())
+                found.append((ids[index, :steps], lengths[index], labels[index]))
+            return found
+
+        plans = {
+            "bucketed": bucketed_batches(),
+            "naive": [(ids[index], lengths[index], labels[index]) for index in naive],
+        }
+        for mode in ("forward", "train"):
+
+            def run(plan: list[Any], mode: str = mode, model: Any = model, trainer: Any = trainer) -> None:
+                for x, lens, y in plan:
+                    if mode == "forward":
+                        rnncore.predict(model, x, lens)
+                    else:
+                        trainer.step(x, lens, y, 1e-3)
+
+            runners: dict[str, Callable[[], Any]] = {k: partial(run, p) for k, p in plans.items()}
+            found = _summaries(run_interleaved(runners, settings), settings)
+            for summary in found.values():
+                median = summary.get("median_s")
+                summary["valid_tokens_per_s"] = out["valid_tokens"] / median if median else None
+            b, n = found["bucketed"].get("valid_tokens_per_s"), found["naive"].get("valid_tokens_per_s")
+            found["speedup"] = b / n if b and n else None  # type: ignore[assignment]
+            out[f"{backend}/{mode}"] = found
+    return out
+
+
+# ---- imports ----------------------------------------------------------------------------------
+_IMPORT_SCRIPT = """
+import json, os, sys, time
+steps = [("numpy", "import numpy"), ("rnncore", "import rnncore"), ("torch", "import torch"),
+         ("rnncore torch backend", "import rnncore_torch"), ("tensorflow", "import tensorflow"),
+         ("keras", "import keras"), ("rnncore tensorflow backend", "import rnncore_tensorflow")]
+out = {}
+for name, stmt in steps:
+    start = time.perf_counter()
+    exec(stmt)
+    out[name] = time.perf_counter() - start
+print(json.dumps(out))
+"""
+
+
+def import_times() -> dict[str, Any]:
+    """Seconds to import each piece in a fresh process, in order (each after the ones before).
+
+    torch comes before TensorFlow (rnncore's documented order); `rnncore` is the numpy-only core,
+    each backend row is what rnncore adds on top of its framework.
+    """
+    env_note = "one fresh process; each figure is the time of that import after the ones above it"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _IMPORT_SCRIPT], capture_output=True, text=True, timeout=180, check=True,
+            env=_quiet_env(),
+        )  # fmt: skip
+        times = json.loads(done.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError) as err:
+        return {"error": f"{type(err).__name__}: {err}"[:500], "note": env_note}
+    return {"seconds": times, "note": env_note}
+
+
+def _quiet_env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

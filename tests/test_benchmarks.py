@@ -1,0 +1,261 @@
+"""The benchmark harness (`python -m benchmarks`): its machinery, never its timings.
+
+The smoke run exercises the whole pipeline (interleaved timing, contention accounting, ratios,
+JSON, plots) on one tiny torch point in a subprocess; nothing here asserts a speed. Also: the
+contention arithmetic on synthetic /proc text, the ratio rules on synthetic results, and the
+tokenizer's Python fast path (which the benchmark measures) against the Rust tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # benchmarks/ is a folder run from the repository root, not installed
+
+from benchmarks import cpu, report, timing  # noqa: E402
+from benchmarks.grid import REFERENCE, Point, batch_arrays, full_points, quick_points  # noqa: E402
+
+# ---- contention accounting on synthetic /proc numbers -----------------------------------------
+PROC_STAT = """cpu  {user} 0 {system} {idle} 7 0 {softirq} {steal} 0 0
+cpu0 1 0 1 1 0 0 0 0 0 0
+intr 12345
+"""
+# comm with a space and a parenthesis, as a process may name itself
+SELF_STAT = "4242 (python (x) y) R 1 4242 4242 0 -1 4194304 100 0 0 0 {utime} {stime} 9 9 20 0 3 0 100 1 1"
+
+
+def test_machine_busy_counts_user_system_irq_and_steal_not_idle_or_iowait():
+    text = PROC_STAT.format(user=100, system=50, idle=999, softirq=5, steal=3)
+    assert cpu.machine_busy_jiffies(text) == 100 + 50 + 5 + 3
+
+
+def test_own_busy_is_utime_plus_stime_even_with_odd_command_names():
+    assert cpu.own_busy_jiffies(SELF_STAT.format(utime=70, stime=11)) == 81
+
+
+def test_other_cpus_is_machine_minus_own_per_second():
+    before = cpu.CpuSample(wall=10.0, machine_busy=1000, own_busy=400)
+    after = cpu.CpuSample(wall=13.0, machine_busy=1600, own_busy=730)
+    # (600 - 330) jiffies / 100 Hz / 3 s = 0.9 CPUs used by others
+    assert cpu.other_cpus(before, after, clk_tck=100) == pytest.approx(0.9)
+    assert cpu.is_contended(0.9, threshold=0.25)
+    quiet_after = cpu.CpuSample(wall=13.0, machine_busy=1335, own_busy=730)
+    assert cpu.other_cpus(before, quiet_after, clk_tck=100) == pytest.approx(0.016666, rel=1e-3)
+    assert not cpu.is_contended(0.0166, threshold=0.25)
+
+
+def test_other_cpus_never_negative_and_zero_for_no_time():
+    before = cpu.CpuSample(1.0, 100, 100)
+    assert cpu.other_cpus(before, cpu.CpuSample(2.0, 150, 160), clk_tck=100) == 0.0
+    assert cpu.other_cpus(before, cpu.CpuSample(1.0, 900, 100), clk_tck=100) == 0.0
+
+
+def test_real_proc_files_parse():
+    if not cpu.proc_available():
+        pytest.skip("no /proc")
+    a = cpu.sample()
+    sum(i * i for i in range(20000))
+    b = cpu.sample()
+    assert b.machine_busy >= a.machine_busy and b.own_busy >= a.own_busy
+
+
+def test_contended_repetitions_are_left_out_when_quiet_ones_exist():
+    series = timing.Series("x")
+    series.reps = [
+        timing.Rep([1.0, 1.0], 2.0, 1.5, True, None),  # slow and contended
+        timing.Rep([0.1, 0.1], 0.2, 0.0, False, 3.0),
+        timing.Rep([0.2, 0.2], 0.4, 0.1, False, 5.0),
+    ]
+    s = series.summary(min_quiet=3)
+    assert s["median_s"] == pytest.approx(0.15) and s["quiet_reps"] == 2 and s["reps"] == 3
+    assert s["contended"] is False and s["few_quiet_reps"] is True and s["peak_mb"] == 4.0  # median
+    series.reps = series.reps[:1]
+    s = series.summary(min_quiet=1)
+    assert s["contended"] is True and s["median_s"] == pytest.approx(1.0)
+
+
+def test_interleaving_rotates_the_order_each_round():
+    calls: list[str] = []
+    runners = {name: (lambda n=name: calls.append(n)) for name in "abc"}
+    settings = timing.Settings(
+        warmup_calls=2, min_rep_s=0.0, max_calls_per_rep=1, min_quiet=1, min_rounds=3, max_rounds=3,
+        budget_s=60.0, threshold=1e9,
+    )  # fmt: skip
+    series = timing.run_interleaved(runners, settings)
+    assert calls[6:] == list("abcbcacab")  # after two warm-up calls each
+    assert all(len(s.reps) == 3 for s in series.values())
+
+
+# ---- ratios -----------------------------------------------------------------------------------
+def _impl(
+    framework: str, rnncore: bool, rate: float, same_process: bool = True, fastest: float = 0.0
+) -> dict:
+    # 100 tokens a call: the median call takes 100 / rate seconds
+    return {"framework": framework, "is_rnncore": rnncore, "same_process": same_process,
+            "tokens_per_s_padded": rate, "median_s": 100 / rate, "min_s": fastest or 100 / rate,
+            "contended": False}  # fmt: skip
+
+
+def test_ratio_is_against_the_best_same_framework_baseline_of_the_same_process():
+    impls = {
+        "rnncore_torch": _impl("torch", True, 90.0, fastest=0.5),
+        "torch_eager": _impl("torch", False, 100.0, fastest=0.6),
+        "torch_compile": _impl("torch", False, 80.0, fastest=0.4),
+        "rnncore_keras": _impl("tensorflow", True, 50.0),
+        "keras_tf": _impl("tensorflow", False, 40.0),
+        "keras_tf_xla": _impl("tensorflow", False, 45.0),
+        "keras_torch": _impl("keras-torch", False, 1000.0, same_process=False),
+    }
+    found = report.ratios(impls)
+    assert found["torch"]["best_baseline"] == "torch_eager"
+    assert found["torch"]["ratio"] == pytest.approx(0.9) and not found["torch"]["meets_target"]
+    # fastest calls: the fastest baseline call over rnncore's fastest call
+    assert found["torch"]["ratio_fastest_calls"] == pytest.approx(0.4 / 0.5)
+    assert found["tensorflow"]["best_baseline"] == "keras_tf_xla"
+    assert found["tensorflow"]["ratio"] == pytest.approx(50 / 45) and found["tensorflow"]["meets_target"]
+
+
+# ---- grid -------------------------------------------------------------------------------------
+def test_quick_grid_holds_the_reference_configuration():
+    assert REFERENCE in quick_points()
+    assert (REFERENCE.vocab, REFERENCE.embedding, REFERENCE.hidden, REFERENCE.seq_len, REFERENCE.batch) == (
+        20_000, 128, 256, 128, 64
+    )  # fmt: skip
+    assert (REFERENCE.cell, REFERENCE.layers, REFERENCE.bidirectional) == ("lstm", 1, False)
+
+
+def test_full_grid_covers_every_axis_value():
+    points = full_points()
+    axes = {"cell": {"lstm", "gru", "rnn"}, "layers": {1, 2}, "bidirectional": {False, True},
+            "seq_len": {32, 128, 512}, "batch": {1, 64}, "hidden": {128, 512}}  # fmt: skip
+    for axis, values in axes.items():
+        assert {getattr(p, axis) for p in points} >= values
+    assert len({p.key for p in points}) == len(points)
+    # the first architectures already cover every cell, layer count, direction and hidden size
+    first = {p.arch for p in points[2:]}
+    assert len(first) == 24
+
+
+def test_masked_batches_are_padded_with_zero_after_each_length():
+    arrays = batch_arrays(Point("gru", 1, False, 16, 8, 4, masked=True, vocab=50))
+    ids, lengths = arrays["ids"], arrays["lengths"]
+    assert lengths.max() == 16 and lengths.min() >= 2
+    steps = np.arange(16)[None, :]
+    assert (ids[steps >= lengths[:, None]] == 0).all() and (ids[steps < lengths[:, None]] >= 2).all()
+
+
+# ---- the whole harness, smoke mode ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    out = tmp_path_factory.mktemp("bench")
+    cmd = [sys.executable, "-m", "benchmarks", "--smoke", "--frameworks", "torch", "--no-keras-torch",
+           "--out", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "smoke.json").read_text())
+    results["_stdout"] = done.stdout
+    results["_out"] = str(out)
+    return results
+
+
+def test_smoke_json_names_machine_threads_and_versions(smoke):
+    assert smoke["schema"] == "rnncore.benchmarks/1" and smoke["mode"] == "smoke"
+    assert smoke["machine"]["logical_cpus"] >= 1
+    assert smoke["threads"]["torch_intra_op"] == smoke["threads"]["requested_intra_op"]
+    assert smoke["versions"]["torch"] != "not installed" and "numpy" in smoke["versions"]
+    assert smoke["gemm"]["peak_gflops"] > 0
+    assert {"repetitions", "contended_repetitions", "threshold_cpus"} <= set(smoke["contention"])
+
+
+def test_smoke_grid_entries_hold_every_figure(smoke):
+    assert [e["mode"] for e in smoke["grid"]] == ["forward", "train"]
+    for e in smoke["grid"]:
+        api = {"rnncore_torch_api"} if e["mode"] == "forward" else set()
+        assert set(e["impls"]) == {"rnncore_torch", "torch_eager", *api}
+        for r in e["impls"].values():
+            assert r["error"] is None
+            assert r["reps"] == 2 and len(r["rep_other_cpus"]) == 2
+            for key in ("median_s", "p50_s", "p99_s", "first_call_s", "tokens_per_s_padded",
+                        "tokens_per_s_valid", "gflops", "fraction_of_peak", "calls_per_rep"):  # fmt: skip
+                assert r[key] is not None and r[key] > 0, key
+
+
+def test_smoke_ratios_come_from_the_figures_of_the_same_run(smoke):
+    for e in smoke["grid"]:
+        impls = e["impls"]
+        ratio = e["ratios"]["torch"]
+        assert ratio["best_baseline"] == "torch_eager"
+        expected = impls["rnncore_torch"]["tokens_per_s_padded"] / impls["torch_eager"]["tokens_per_s_padded"]
+        assert ratio["ratio"] == pytest.approx(expected)
+        # and the throughput is the batch's tokens over the median time of that same run
+        assert impls["torch_eager"]["tokens_per_s_padded"] == pytest.approx(
+            e["tokens_padded"] / impls["torch_eager"]["median_s"]
+        )
+        assert ratio["contended"] == bool(
+            impls["rnncore_torch"]["contended"] or impls["torch_eager"]["contended"]
+        )
+
+
+def test_smoke_prints_a_table_and_writes_plots(smoke):
+    assert "torch ratio" in smoke["_stdout"] and "contention:" in smoke["_stdout"]
+    folder = Path(smoke["_out"]) / "smoke"
+    for name in ("throughput.png", "scaling.png"):
+        assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- the tokenizer fast path the benchmark measures ------------------------------------------
+@pytest.mark.parametrize("kind", ["word", "wordpiece"])
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_tokenizer_fast_path_gives_the_rust_tokenizers_ids(kind, lowercase):
+    pytest.importorskip("transformers")
+    from rnncore.tokenize import _FAST_CANDIDATES, Tokenizer, _FastWords
+
+    texts = (ROOT / "tests" / "data" / "tokenize_sample.txt").read_text(encoding="utf-8").splitlines()
+    tok = Tokenizer.train(texts, kind=kind, vocab_size=300, lowercase=lowercase)
+    fast = _FastWords.for_tokenizer(tok._rust)
+    assert fast is not None
+    rng = random.Random(0)
+    # table characters, plus ones the table leaves to Rust (controls, combining marks, CJK, ...)
+    alphabet = _FAST_CANDIDATES + "\x00\x0b\x7f\x85\u00ad\u0301\u4e00\u0130\u03a3\ufffd\u3000 aeiouAEIOU"
+    fuzz = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(3000)]
+    fast_count = 0
+    for text in texts + [t.upper() for t in texts] + fuzz + ["Crème brûlée — “quoted”…", "\t\n", ""]:
+        got = fast.encode(text)
+        if got is not None:
+            fast_count += 1
+            assert got == tok._rust.encode(text, add_special_tokens=False).ids, repr(text)
+    assert fast_count > len(texts) * 2  # most texts take the fast path
+    ids, lengths = tok.encode_batch(texts + fuzz[:50], on_empty="unk")
+    rust_rows = [e.ids for e in tok._rust.encode_batch(texts + fuzz[:50], add_special_tokens=False)]
+    for row, length, want in zip(ids, lengths, rust_rows, strict=True):
+        assert row[:length].tolist() == (want or [tok.unk_id])
+    again = pickle.loads(pickle.dumps(tok))  # the fast path's state travels with the tokenizer
+    np.testing.assert_array_equal(again.encode_batch(texts)[0], tok.encode_batch(texts)[0])
+
+
+def test_tokenizer_fast_path_is_off_for_byte_level_bpe_and_non_special_added_tokens():
+    pytest.importorskip("transformers")
+    from rnncore.tokenize import Tokenizer, _FastWords
+
+    texts = (ROOT / "tests" / "data" / "tokenize_sample.txt").read_text(encoding="utf-8").splitlines()
+    assert _FastWords.for_tokenizer(Tokenizer.train(texts, kind="bpe", vocab_size=400)._rust) is None
+    word = Tokenizer.train(texts, kind="word", vocab_size=300)
+    word.hf.add_tokens(["film noir"])  # a non-special added token is matched before normalization
+    rewrapped = Tokenizer(word.hf, kind="word")
+    assert _FastWords.for_tokenizer(rewrapped._rust) is None
+    ids, lengths = rewrapped.encode_batch(["a film noir classic"])
+    assert (
+        ids[0, : lengths[0]].tolist()
+        == rewrapped._rust.encode("a film noir classic", add_special_tokens=False).ids
+    )
