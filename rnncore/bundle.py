@@ -27,6 +27,7 @@ import numpy as np
 from . import __version__
 from .api import build, get_weights, predict, spec_of
 from .card import ParityRow, render
+from .jsonfile import read_json
 from .registry import ALIASES, backend_of
 from .spec import ModelSpec, SpecError
 from .weights import Weights, WeightsError, check_weights
@@ -174,13 +175,7 @@ def read_config(folder: str | Path) -> dict[str, Any]:
         raise BundleError(f"{folder} has no {CONFIG}; is it a bundle written by rnncore.save?")
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise BundleError(f"{path} is {path.stat().st_size} bytes; a bundle config is a few KB")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BundleError(f"{path} is not valid JSON ({err})") from None
-    if not isinstance(config, dict) or config.get("format") != BUNDLE_FORMAT:
-        found = config.get("format") if isinstance(config, dict) else type(config).__name__
-        raise BundleError(f"{path}: format is {found!r}; this rnncore reads {BUNDLE_FORMAT!r}")
+    config = read_json(path, BundleError, BUNDLE_FORMAT)
     backend = config.get("backend", "torch")
     if not isinstance(backend, str) or backend.lower() not in ALIASES:
         raise BundleError(f"{path}: backend is {backend!r}; expected one of {', '.join(sorted(ALIASES))}")

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import __version__
 from .batch import InputError
-from .registry import BackendError, canonical_name
+from .registry import EXPORT_FORMATS, BackendError, canonical_name
 from .spec import ModelSpec, SpecError, json_schema
 from .train.distributed import DEFAULT_TIMEOUT_S
 from .weights import WeightsError
@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--format",
         required=True,
-        choices=["onnx", "torchscript", "savedmodel", "tflite"],
+        choices=[fmt for formats in EXPORT_FORMATS.values() for fmt in formats],
         help="onnx/torchscript come from PyTorch, savedmodel/tflite from TensorFlow",
     )
     export.add_argument(

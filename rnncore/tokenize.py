@@ -55,6 +55,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .jsonfile import read_json
 from .spec import InputSpec, ModelSpec
 
 FORMAT = "rnncore.tokenizer/1"
@@ -637,13 +638,7 @@ def _read_kind(path: Path) -> str:
     meta_path = path / META_FILE
     if not meta_path.is_file():
         return "pretrained"
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{meta_path} is not valid JSON ({err})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise ValueError(f"{meta_path}: format {found!r}; this version of rnncore reads {FORMAT!r}")
+    meta = read_json(meta_path, ValueError, FORMAT)
     return str(meta.get("kind", "pretrained"))
 
 

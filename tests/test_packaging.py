@@ -85,3 +85,16 @@ def test_every_subpackage_is_listed_for_the_wheel():
     }
     found |= {init.parent.name for init in (root / "backends").glob("*/__init__.py")}
     assert found == listed
+
+
+def test_the_tables_that_spare_framework_imports_match_the_backends():
+    """The registry and `port` name formats and file kinds without importing a framework."""
+    import rnncore_tensorflow.files
+    import rnncore_torch.files
+
+    from rnncore.port import KERAS_FILES, TORCH_FILES
+
+    for name in registry.EXPORT_FORMATS:
+        assert registry.EXPORT_FORMATS[name] == registry.get_backend(name).EXPORT_FORMATS
+    assert TORCH_FILES == rnncore_torch.files.SUFFIXES
+    assert KERAS_FILES == rnncore_tensorflow.files.SUFFIXES

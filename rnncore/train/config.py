@@ -19,13 +19,13 @@ we pick one definition and write it down:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ..jsonfile import read_json
 from ..spec import SpecError
 
 TRAIN_FORMAT = "rnncore.train/1"
@@ -127,10 +127,7 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-        except json.JSONDecodeError as err:
-            raise SpecError("train", f"{path} is not valid JSON ({err})") from None
+        return cls.from_dict(read_json(Path(path), lambda message: SpecError("train", message)))
 
     def with_overrides(self, **changes: Any) -> TrainConfig:
         """A copy with the given fields changed; None values are ignored (CLI flags not given)."""

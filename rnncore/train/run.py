@@ -29,6 +29,7 @@ import numpy as np
 from .. import bundle
 from ..api import build, set_weights, spec_of
 from ..data import DataError, LabelVocab, load_bundled, read_conll, read_npz, read_texts, split
+from ..jsonfile import read_json
 from ..registry import ALIASES, get_backend
 from ..spec import ModelSpec
 from .config import TrainConfig
@@ -424,10 +425,7 @@ def _run_info(folder: Path) -> dict[str, Any]:
     config = bundle.read_config(folder)  # refuses a folder that is not a bundle, with the reason
     info_path = bundle.own_path(folder, "run.json")
     if info_path.is_file():
-        try:
-            info = json.loads(info_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise RunError(f"{info_path} is not valid JSON ({err})") from None
+        info = read_json(info_path, RunError)
         _check_run_info(info, info_path)
         return dict(info)
     spec, _ = bundle.load_weights_and_spec(folder)
