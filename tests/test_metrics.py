@@ -240,6 +240,21 @@ def test_log_loss_from_logits_is_stable_for_huge_logits():
     assert metrics.log_loss_from_logits([1, 0], np.array([900.0, 900.0])) == pytest.approx(450.0)
 
 
+def test_log_loss_from_logits_two_columns_matches_sklearn_and_leaves_input_alone(cancer):
+    # Two columns take their own (softplus) path; one row is the shape whose transpose
+    # is already contiguous, where an in-place shortcut would overwrite the caller's array.
+    y_true, _, probs, logits = cancer
+    two_columns = np.stack([np.zeros_like(logits), logits], axis=1)
+    assert metrics.log_loss_from_logits(y_true, two_columns) == pytest.approx(
+        sklearn_metrics.log_loss(y_true, probs), rel=1e-9
+    )
+    assert metrics.log_loss_from_logits([1, 0], np.array([[0.0, 900.0], [900.0, 0.0]])) == 0.0
+    assert metrics.log_loss_from_logits([0], np.array([[0.0, 700.0]])) == pytest.approx(700.0)
+    one_row = np.array([[3.0, 1.0, -2.0]])
+    metrics.log_loss_from_logits([1], one_row)
+    assert one_row.tolist() == [[3.0, 1.0, -2.0]]
+
+
 @pytest.mark.parametrize("rounding", [None, 2, 1])
 def test_roc_auc_matches_sklearn_including_ties(rounding, cancer):
     y_true, _, probs, _ = cancer
