@@ -38,8 +38,22 @@ def test_backends_agree_with_the_oracle_and_each_other(point):
     assert all(c.diff.ok for c in checks), "\n" + format_report(checks)
 
 
+# rnncore's torch model runs a padded batch either packed or over the whole padded tensor,
+# chosen by how full it is (`PADDED_RUN_MIN_FILL`); these force one way for every batch.
+TORCH_PATHS = {"packed": 2.0, "padded": 0.0}
+
+
+@pytest.fixture(params=list(TORCH_PATHS))
+def torch_path(request, monkeypatch):
+    from rnncore_torch import model as torch_model
+
+    fill = TORCH_PATHS[request.param]
+    monkeypatch.setattr(torch_model, "PADDED_RUN_MIN_FILL", {"inference": fill, "training": fill})
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_torch_matches_the_oracle_on_the_full_grid(dtype):
+def test_torch_matches_the_oracle_on_the_full_grid(dtype, torch_path):
     failures = []
     points = [p for p in FULL_PRODUCT if p["dtype"] == dtype]
     for point in points:
@@ -54,6 +68,32 @@ def test_torch_matches_the_oracle_on_the_full_grid(dtype):
             failures.append(f"{point_id(point)}: {err}")
     assert len(points) == 2400
     assert not failures, "\n".join(failures[:5])
+
+
+@pytest.mark.parametrize("point", CELL_POOLING_DIRECTION + PAIRWISE[::4], ids=point_id)
+def test_torch_padded_and_packed_runs_agree_on_gradients(point, monkeypatch):
+    from rnncore_torch import model as torch_model
+
+    spec = spec_for(point)
+    weights = rnncore.init_weights(spec, seed=4)
+    model = rnncore.build(spec, backend="torch", weights=weights)
+    x, lengths = random_batch(spec, batch=5, max_len=7, seed=5)
+    cotangent = np.random.default_rng(0).standard_normal(rnncore.predict(model, x, lengths).shape)
+    runs = {}
+    for path, fill in TORCH_PATHS.items():
+        monkeypatch.setattr(torch_model, "PADDED_RUN_MIN_FILL", {"inference": fill, "training": fill})
+        runs[path] = rnncore.value_and_grad(model, x, cotangent.astype(spec.dtype), lengths)
+    (out_p, grads_p, xgrad_p), (out_d, grads_d, xgrad_d) = runs["packed"], runs["padded"]
+    assert_close(out_d, rnncore.reference_forward(spec, weights, x, lengths), "outputs", spec.dtype)
+    assert_close(out_d, out_p, "outputs", spec.dtype)
+    assert grads_d.keys() == grads_p.keys()
+    for name in grads_p:
+        try:
+            assert_close(grads_d[name], grads_p[name], "gradients", spec.dtype)
+        except AssertionError as err:
+            raise AssertionError(f"{name}: {err}") from None
+    if xgrad_p is not None:
+        assert_close(xgrad_d, xgrad_p, "gradients", spec.dtype)
 
 
 @pytest.mark.parametrize("point", PAIRWISE[::3], ids=point_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -14,6 +14,15 @@ from rnncore.weights import head_layer_sizes
 from .convert import frozen_zero_biases
 
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+# Smallest share of valid steps in a padded batch at which the layers run over the whole padded
+# tensor instead of a PackedSequence (CPU only; see `RnnModel._runs_padded`). Measured on 2 cores
+# (LSTM/GRU/RNN, hidden 128-512, batch 8-64, length 32-512): a packed training step, whose
+# backward goes one time step at a time, costs as much as a dense one at 25-35% valid steps and
+# 1.2-3x (up to 24x at length 512) more once the batch is half full. A packed forward is about as
+# fast as a dense one even at 85% (faster for GRUs, RNNs and bidirectional layers): inference
+# stays packed unless the batch is nearly full.
+PADDED_RUN_MIN_FILL = {"inference": 0.9, "training": 0.25}
 
 
 def _recurrent_layer(spec: ModelSpec, input_size: int) -> nn.RNNBase:
@@ -74,17 +83,22 @@ class RnnModel(nn.Module):
         x = self.embedding(inputs) if self.embedding is not None else inputs
         # fast path: no packing when nothing is padded
         full = lengths is None or bool((lengths == steps).all())
-        if self._last_is_state and not (self.training and self.encoder_dropout.p > 0):
+        padded = not full and self._runs_padded(x, lengths)
+        state_is_last = self._last_is_state and not (self.training and self.encoder_dropout.p > 0)
+        if state_is_last and not padded:
             _, state = self._encode_full(x) if full or lengths is None else self._encode_packed(x, lengths)
             return self._head(self._last_state(state))
         if lengths is None:
             lengths = torch.full((batch,), steps, dtype=torch.int64)
+        mask = torch.arange(steps, device=x.device)[None, :] < lengths.to(x.device)[:, None]
         if full:
             seq, _ = self._encode_full(x)
+        elif padded:
+            # padded steps hold whatever the recurrence made of the padding: zero them for pooling
+            seq = self._encode_padded(x, lengths).masked_fill(~mask[:, :, None], 0.0)
         else:
             packed, _ = self._encode_packed(x, lengths)
             seq, _ = pad_packed_sequence(packed, batch_first=True, total_length=steps)
-        mask = torch.arange(steps, device=x.device)[None, :] < lengths.to(x.device)[:, None]
         out = self._pool(seq, lengths, mask)
         out = self._head(out)
         if self.spec.per_step_output and self.spec.head is not None:
@@ -113,6 +127,35 @@ class RnnModel(nn.Module):
             out = self._dropout(out)
             x = out + x if residual else out
         return x, state
+
+    def _runs_padded(self, x: torch.Tensor, lengths: torch.Tensor | None) -> bool:
+        """Whether a padded batch runs faster over the whole padded tensor than packed.
+
+        Only on CPU, where torch's packed RNN steps through time in small slices (cuDNN runs
+        packed batches natively; unmeasured there), and not for ReLU RNNs, whose state can grow
+        without bound over a long run of padding (inf * 0 = nan in the weight gradients).
+        """
+        enc = self.spec.encoder
+        if lengths is None or x.device.type != "cpu" or (enc.cell == "rnn" and enc.nonlinearity == "relu"):
+            return False
+        fill = float(lengths.sum()) / (lengths.numel() * x.shape[1])
+        return fill >= PADDED_RUN_MIN_FILL["training" if torch.is_grad_enabled() else "inference"]
+
+    def _encode_padded(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # Padding follows each row's valid steps, so a forward direction run over it computes
+        # every valid output exactly; a backward direction must start at each row's last valid
+        # step, so it runs over the rows reversed within their lengths (padding left in place,
+        # after them) and its outputs are put back in order by the same permutation. Residuals
+        # and dropout act on padded steps too; nothing valid reads them.
+        reverse = (
+            _reverse_within_lengths(lengths.to(x.device), x.shape[1])
+            if self.spec.encoder.bidirectional
+            else None
+        )
+        for rnn, residual in zip(self.encoder, self.residual, strict=True):
+            out = self._dropout(_run_padded(cast(nn.RNNBase, rnn), x, reverse))
+            x = out + x if residual else out
+        return x
 
     def _encode_packed(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[PackedSequence, Any]:
         # Packing makes each row stop at its length and the backward direction start at its
@@ -165,3 +208,36 @@ class RnnModel(nn.Module):
         if head.activation == "tanh":
             return torch.tanh(x)
         return nn.functional.gelu(x, approximate="none")
+
+
+def _reverse_within_lengths(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B, T) step indices reversing each row's first `length` steps; padded steps map to themselves."""
+    t = torch.arange(steps, device=lengths.device)[None, :]
+    last = lengths[:, None] - 1
+    return torch.where(t <= last, last - t, t)
+
+
+def _gather_steps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))
+
+
+def _run_padded(rnn: nn.RNNBase, x: torch.Tensor, reverse: torch.Tensor | None) -> torch.Tensor:
+    """A one-layer RNN's outputs over a right-padded batch, each direction over its own order."""
+    if reverse is None:
+        return rnn(x)[0]
+    # nn.RNNBase keeps one layer's weights as [w_ih, w_hh, b_ih, b_hh] per direction, forward
+    # first. The module runs both directions over the same order, so each runs on its own here,
+    # through the kernel nn.LSTM/GRU/RNN.forward itself calls.
+    weights = rnn._flat_weights
+    half = len(weights) // 2
+    forward = _run_direction(rnn, x, weights[:half])
+    backward = _run_direction(rnn, _gather_steps(x, reverse), weights[half:])
+    return torch.cat([forward, _gather_steps(backward, reverse)], dim=2)
+
+
+def _run_direction(rnn: nn.RNNBase, x: torch.Tensor, weights: list[Any]) -> torch.Tensor:
+    state = x.new_zeros(1, x.shape[0], rnn.hidden_size)
+    kernel = getattr(torch._VF, rnn.mode.lower())  # lstm, gru, rnn_tanh (relu never runs padded)
+    initial = (state, state) if rnn.mode == "LSTM" else state
+    # (input, hx, weights, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+    return kernel(x, initial, weights, rnn.bias, 1, 0.0, rnn.training, False, True)[0]
