@@ -52,6 +52,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--frameworks", default="torch,tensorflow", help="comma list: torch, tensorflow")
     p.add_argument("--no-keras-torch", action="store_true", help="skip the Keras-on-torch subprocess")
     p.add_argument("--no-xla", action="store_true", help="skip the XLA Keras baseline")
+    p.add_argument("--device", default="cpu", help="torch side: cpu or cuda[:N] (Keras stays on CPU)")
     p.add_argument(
         "--torch-compile", action="store_true", help="add a torch.compile baseline (slow to build)"
     )
@@ -86,8 +87,9 @@ def setup_threads(threads: int, inter_op: int, frameworks: list[str]) -> dict[st
     return found
 
 
-def gemm(frameworks: list[str], seconds: float) -> dict[str, Any]:
-    """This machine's float32 GEMM peak: the best of torch.mm and numpy matmul on 1024x1024."""
+def gemm(frameworks: list[str], seconds: float, device: str = "cpu") -> dict[str, Any]:
+    """This machine's float32 GEMM peak: the best of torch.mm and numpy matmul on 1024x1024
+    (on a GPU, torch.mm on it at 4096x4096)."""
     import numpy as np
 
     size = 1024
@@ -100,12 +102,28 @@ def gemm(frameworks: list[str], seconds: float) -> dict[str, Any]:
         a @ a
         best = min(best, time.perf_counter() - start)
     found: dict[str, Any] = {"size": size, "numpy_gflops": 2.0 * size**3 / best / 1e9}
+    if device != "cpu":
+        from .impl_torch import gemm_gflops
+
+        # the GPU's peak, for the torch side's fraction of it (numpy's is the host's)
+        gpu = gemm_gflops(4096, seconds, device)
+        return {"size": 4096, "device": device, "torch_gflops": gpu, "peak_gflops": gpu}
     if "torch" in frameworks or "tensorflow" in frameworks:
         from .impl_torch import gemm_gflops
 
         found["torch_gflops"] = gemm_gflops(size, seconds)
     found["peak_gflops"] = max(v for k, v in found.items() if k.endswith("_gflops"))
     return found
+
+
+def _device_available(device: str) -> bool:
+    import torch
+
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError):  # no CUDA build / no such index
+        return False
+    return True
 
 
 def select_points(mode: str) -> list[grid.Point]:
@@ -154,7 +172,7 @@ def run_grid(
             if "torch" in frameworks:
                 from . import impl_torch
 
-                impls += impl_torch.impls(point, compiled=args.torch_compile)
+                impls += impl_torch.impls(point, compiled=args.torch_compile, device=args.device)
             if "tensorflow" in frameworks:
                 from . import impl_tf
 
@@ -246,6 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
     inter_op = args.inter_op_threads or args.threads
     settings = dataclasses.replace(SETTINGS[args.mode], threshold=args.contention_threshold)
+    if args.device != "cpu" and not _device_available(args.device):
+        print(
+            f"error: --device {args.device}: torch sees no such device (torch.cuda.is_available() is "
+            "False or the index is out of range); run without --device for the CPU",
+            file=sys.stderr,
+        )
+        return 2
     print(
         f"rnncore benchmarks, {args.mode} mode, {args.threads} intra-op / {inter_op} inter-op threads",
         flush=True,
@@ -285,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         results["imports"] = shared.import_times()
         phase_done("imports")
     results["threads"] = setup_threads(args.threads, inter_op, frameworks)
-    results["gemm"] = gemm(frameworks, 0.3 if args.mode == "smoke" else 1.0)
+    results["device"] = {"torch": args.device, "tensorflow": "cpu"}
+    results["gemm"] = gemm(frameworks, 0.3 if args.mode == "smoke" else 1.0, args.device)
     peak = results["gemm"]["peak_gflops"]
     print(f"float32 GEMM peak {peak:.1f} GFLOP/s", flush=True)
     results["versions"] = cpu.versions(["numpy", "torch", "tensorflow", "keras", "rnncore", "tokenizers"])

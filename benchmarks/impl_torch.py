@@ -51,9 +51,9 @@ def _tensors(point: Point, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, n
     return arrays["ids"], (arrays["lengths"] if point.masked else None), arrays["labels"]
 
 
-def baseline(point: Point, name: str = "torch_eager", compiled: bool = False) -> Impl:
+def baseline(point: Point, name: str = "torch_eager", compiled: bool = False, device: str = "cpu") -> Impl:
     torch.manual_seed(0)
-    model = Baseline(point)
+    model = Baseline(point).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     call: Any = torch.compile(model, dynamic=False) if compiled else model
 
@@ -63,12 +63,12 @@ def baseline(point: Point, name: str = "torch_eager", compiled: bool = False) ->
         def forward() -> np.ndarray:
             model.eval()
             with torch.inference_mode():
-                lens = None if lengths is None else torch.from_numpy(lengths)
-                return call(torch.from_numpy(ids), lens).numpy()
+                lens = None if lengths is None else torch.from_numpy(lengths)  # packing wants them on the CPU
+                return call(torch.from_numpy(ids).to(device), lens).cpu().numpy()
 
         def train() -> float:
             model.train()
-            x, y = torch.from_numpy(ids), torch.from_numpy(labels)
+            x, y = torch.from_numpy(ids).to(device), torch.from_numpy(labels).to(device)
             lens = None if lengths is None else torch.from_numpy(lengths)
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(call(x, lens), y)
@@ -82,14 +82,14 @@ def baseline(point: Point, name: str = "torch_eager", compiled: bool = False) ->
     return Impl(name, "torch", False, runner, note)
 
 
-def rnncore_torch(point: Point) -> list[Impl]:
+def rnncore_torch(point: Point, device: str = "cpu") -> list[Impl]:
     """rnncore's module driven exactly as the baseline's, and the same model through rnncore.predict."""
     import rnncore
     from rnncore.registry import get_backend
     from rnncore.train.config import TrainConfig
 
     spec = rnncore.ModelSpec.from_dict(point.spec_dict())
-    model = rnncore.build(spec, backend="torch", weights=rnncore.init_weights(spec, seed=0))
+    model = rnncore.build(spec, backend="torch", weights=rnncore.init_weights(spec, seed=0)).to(device)
     trainer = get_backend("torch").make_trainer(model, TrainConfig(optimizer="adam", lr=1e-3))
 
     def runner(mode: str, arrays: dict[str, np.ndarray], point: Point) -> Runner:
@@ -98,8 +98,8 @@ def rnncore_torch(point: Point) -> list[Impl]:
         def forward() -> np.ndarray:
             model.eval()
             with torch.inference_mode():
-                lens = None if lengths is None else torch.from_numpy(lengths)
-                return model(torch.from_numpy(ids), lens).numpy()
+                lens = None if lengths is None else torch.from_numpy(lengths).to(device)
+                return model(torch.from_numpy(ids).to(device), lens).cpu().numpy()
 
         if mode == "forward":
             return forward
@@ -119,24 +119,27 @@ def rnncore_torch(point: Point) -> list[Impl]:
     ]  # fmt: skip
 
 
-def impls(point: Point, compiled: bool) -> list[Impl]:
-    found = [*rnncore_torch(point), baseline(point)]
+def impls(point: Point, compiled: bool, device: str = "cpu") -> list[Impl]:
+    found = [*rnncore_torch(point, device), baseline(point, device=device)]
     if compiled:
-        found.append(baseline(point, "torch_compile", compiled=True))
+        found.append(baseline(point, "torch_compile", compiled=True, device=device))
     return found
 
 
-def gemm_gflops(size: int = 1024, seconds: float = 1.0) -> float:
+def gemm_gflops(size: int = 1024, seconds: float = 1.0, device: str = "cpu") -> float:
     """Best float32 matmul rate of torch.mm on `size`x`size` matrices, in GFLOP/s."""
     import time
 
-    a = torch.randn(size, size)
-    b = torch.randn(size, size)
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
     torch.mm(a, b)
+    sync = torch.cuda.synchronize if a.is_cuda else (lambda: None)
+    sync()
     best = float("inf")
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         start = time.perf_counter()
         torch.mm(a, b)
+        sync()
         best = min(best, time.perf_counter() - start)
     return 2.0 * size**3 / best / 1e9

@@ -178,6 +178,20 @@ def test_smoke_json_names_machine_threads_and_versions(smoke):
     assert {"repetitions", "contended_repetitions", "threshold_cpus"} <= set(smoke["contention"])
 
 
+def test_smoke_records_the_device_of_each_side(smoke):
+    assert smoke["device"] == {"torch": "cpu", "tensorflow": "cpu"}
+
+
+def test_a_device_torch_cannot_see_is_refused_before_any_work(tmp_path):
+    pytest.importorskip("torch")
+    cmd = [sys.executable, "-m", "benchmarks", "--smoke", "--frameworks", "torch", "--no-keras-torch",
+           "--device", "cuda:99", "--out", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "--device cuda:99" in done.stderr and "without --device" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_smoke_grid_entries_hold_every_figure(smoke):
     assert [e["mode"] for e in smoke["grid"]] == ["forward", "train"]
     for e in smoke["grid"]:

@@ -154,3 +154,56 @@ def test_building_does_not_modify_the_callers_weights(backend):
     rnncore.set_weights(model, weights)
     for name, value in weights.items():
         np.testing.assert_array_equal(value, snapshot[name], err_msg=name)
+
+
+KERAS_XLA_POINTS = [
+    CELL_POOLING_DIRECTION[0],  # lstm, last, unidirectional
+    {**CELL_POOLING_DIRECTION[-1], "residual": True},  # rnn, none (per step), bidirectional
+    {**PAIRWISE[5], "input": "features", "dtype": "float64"},
+]
+
+
+@pytest.mark.parametrize("point", KERAS_XLA_POINTS, ids=point_id)
+def test_keras_forward_compiles_shapes_that_recur_and_still_matches_the_oracle(point, monkeypatch):
+    from rnncore_tensorflow import runtime
+
+    monkeypatch.setenv("RNNCORE_KERAS_XLA", "1")
+    monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)  # compile once the graph has run
+    spec = spec_for(point)
+    weights = rnncore.init_weights(spec, seed=3)
+    model = rnncore.build(spec, backend="tensorflow", weights=weights)
+    x, lengths = random_batch(spec, batch=4, max_len=7, seed=8)  # 7 steps: padded to 8 for XLA
+    expected = rnncore.reference_forward(spec, weights, x, lengths)
+    for _ in range(4):  # eager, trace, graph, XLA
+        out = rnncore.predict(model, x, lengths)
+        assert out.shape == expected.shape
+        assert_close(out, expected, "outputs", spec.dtype)
+    assert runtime._runner(model).forward._compiled == {(4, 8)}
+
+
+def test_keras_forward_stays_on_the_graph_when_xla_is_off(monkeypatch):
+    from rnncore_tensorflow import runtime
+
+    monkeypatch.setenv("RNNCORE_KERAS_XLA", "0")
+    monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)
+    spec = spec_for(KERAS_XLA_POINTS[0])
+    model = rnncore.build(spec, backend="tensorflow", weights=rnncore.init_weights(spec, seed=3))
+    x, lengths = random_batch(spec, batch=4, max_len=7, seed=8)
+    for _ in range(4):
+        rnncore.predict(model, x, lengths)
+    assert runtime._runner(model).forward._compiled == set()
+
+
+def test_keras_forward_keeps_a_shape_on_the_graph_until_it_has_cost_a_compile(monkeypatch):
+    from rnncore_tensorflow import runtime
+
+    monkeypatch.setenv("RNNCORE_KERAS_XLA", "1")
+    monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 60.0)
+    spec = spec_for(KERAS_XLA_POINTS[0])
+    model = rnncore.build(spec, backend="tensorflow", weights=rnncore.init_weights(spec, seed=3))
+    x, lengths = random_batch(spec, batch=4, max_len=7, seed=8)
+    for _ in range(4):
+        rnncore.predict(model, x, lengths)
+    forward = runtime._runner(model).forward
+    assert forward._compiled == set()
+    assert 0 < forward._graph_s[(4, 8)] < 60.0  # two graph calls timed (not the eager one or the trace)

@@ -31,19 +31,28 @@ def _spec(dtype: str, cell: str = "lstm", task: str = "classification", pooling:
     )
 
 
-def _batches(spec, n: int, seed: int = 0):
-    """Batches whose labels depend on the tokens, so that there is something to learn."""
+def _batches(spec, n: int, seed: int = 0, full_every: int = 0):
+    """Batches whose labels depend on the tokens, so that there is something to learn.
+
+    With `full_every`, every that many-th batch has no padding (every row at full length).
+    """
     for i in range(n):
-        x, lengths = random_batch(spec, batch=6, max_len=9, seed=seed * 1000 + i)
+        if full_every and i % full_every == 0:
+            rng = np.random.default_rng(seed * 1000 + i)
+            x = rng.integers(1, spec.input.vocab_size, size=(6, 9))  # never the padding id 0
+            lengths = np.full(6, 9)
+        else:
+            x, lengths = random_batch(spec, batch=6, max_len=9, seed=seed * 1000 + i)
         y = x % 3 if spec.head.task == "tagging" else x[:, 0] % 3
         yield x, lengths, y
 
 
-def _train(spec, backend: str, config: TrainConfig, weights):
+def _train(spec, backend: str, config: TrainConfig, weights, full_every: int = 0):
     model = rnncore.build(spec, backend=backend, weights=weights)
     trainer = rnncore.get_backend(backend).make_trainer(model, config)
+    batches = _batches(spec, STEPS, full_every=full_every)
     losses = [trainer.step(x, lengths, y, config.learning_rate(step, STEPS))
-              for step, (x, lengths, y) in enumerate(_batches(spec, STEPS))]  # fmt: skip
+              for step, (x, lengths, y) in enumerate(batches)]  # fmt: skip
     return model, trainer, losses
 
 
@@ -75,6 +84,30 @@ def test_fifty_steps_end_at_the_same_weights(name, dtype):
     state_t, state_k = torch_trainer.optimizer_state(), keras_trainer.optimizer_state()
     assert state_t.keys() == state_k.keys()
     assert int(state_t["step"]) == int(state_k["step"]) == STEPS
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_unpadded_batches_take_the_unmasked_paths_and_still_agree(dtype, monkeypatch):
+    # Batches with no padding run torch's plain (unpacked) layers and Keras' full-length twin
+    # (no step masks); the padded ones in between run the masked paths, on the same weights.
+    from rnncore_tensorflow import model as keras_model_module
+
+    twins = []
+    build_twin = keras_model_module.full_length_twin
+    monkeypatch.setattr(
+        "rnncore_tensorflow.train.full_length_twin", lambda model: twins.append(1) or build_twin(model)
+    )
+    spec = _spec(dtype, cell="gru", pooling="last")
+    config = CONFIGS["adam"]
+    start = rnncore.init_weights(spec, seed=4)
+    torch_model, _, torch_losses = _train(spec, "torch", config, start, full_every=2)
+    keras_model, _, keras_losses = _train(spec, "tensorflow", config, start, full_every=2)
+    assert twins == [1], "the Keras trainer should have built its full-length twin once"
+    np.testing.assert_allclose(keras_losses, torch_losses, rtol=1e-4 if dtype == "float32" else 1e-9)
+    a, b = rnncore.get_weights(torch_model), rnncore.get_weights(keras_model)
+    assert max(float(np.abs(a[k] - start[k]).max()) for k in a) > 1e-3, "the weights must actually move"
+    for key in a:
+        assert_close(b[key], a[key], "training", dtype)
 
 
 def test_tagging_loss_ignores_padding_and_matches_numpy(backend):

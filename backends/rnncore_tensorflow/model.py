@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import keras
@@ -24,6 +24,16 @@ _NO_INIT = {"kernel_initializer": "zeros", "bias_initializer": "zeros"}
 _NO_INIT_RNN = {**_NO_INIT, "recurrent_initializer": "zeros"}
 
 
+# How the graph builders get a layer: `layers(make, name, *args, **kwargs)` calls
+# `make(*args, name=name, **kwargs)` when building a model, or returns the model's own layer of
+# that name when building a twin that shares its weights.
+LayerSource = Callable[..., Any]
+
+
+def _new_layer(make: Callable[..., Any], name: str, *args: Any, **kwargs: Any) -> Any:
+    return make(*args, name=name, **kwargs)
+
+
 def _inputs(spec: ModelSpec) -> tuple[Any, Any]:
     if spec.input.kind == "tokens":
         x = keras.Input(shape=(None,), dtype="int64", name="tokens")
@@ -33,16 +43,17 @@ def _inputs(spec: ModelSpec) -> tuple[Any, Any]:
     return x, lengths
 
 
-def _embed(spec: ModelSpec, x: Any) -> Any:
+def _embed(spec: ModelSpec, layers: LayerSource, x: Any) -> Any:
     if spec.input.kind != "tokens":
         return x
     # no mask_zero: padding is given by lengths, and padding_idx may be any id or null
-    embedding = keras.layers.Embedding(
+    embedding = layers(
+        keras.layers.Embedding,
+        naming.EMBEDDING,
         spec.input.vocab_size,
         spec.input.embedding_dim,
         embeddings_initializer="zeros",
         dtype=spec.dtype,
-        name=naming.EMBEDDING,
     )
     return embedding(x)
 
@@ -51,56 +62,85 @@ def _recurrent_layer(spec: ModelSpec, name: str) -> Any:
     enc = spec.encoder
     common = {"return_sequences": True, "dtype": spec.dtype, "name": name, **_NO_INIT_RNN}
     if enc.cell == "lstm":
-        return keras.layers.LSTM(enc.hidden_size, unit_forget_bias=False, **common)
-    if enc.cell == "gru":
-        return keras.layers.GRU(enc.hidden_size, reset_after=True, **common)
-    return keras.layers.SimpleRNN(enc.hidden_size, activation=enc.nonlinearity, **common)
+        layer = keras.layers.LSTM(enc.hidden_size, unit_forget_bias=False, **common)
+    elif enc.cell == "gru":
+        layer = keras.layers.GRU(enc.hidden_size, reset_after=True, **common)
+    else:
+        layer = keras.layers.SimpleRNN(enc.hidden_size, activation=enc.nonlinearity, **common)
+    if enc.bidirectional:
+        layer = keras.layers.Bidirectional(layer, merge_mode="concat", dtype=spec.dtype, name=name)
+    return layer
 
 
-def _encoder_layer(spec: ModelSpec, layer: int, seq: Any, step_mask: Any) -> Any:
+def needs_step_mask(spec: ModelSpec) -> bool:
+    """Whether the recurrent layers must see the step mask to compute right-padded batches.
+
+    Padding follows each row's valid steps, so a forward-only layer run over it computes every
+    valid output exactly (the padded outputs are zeroed after it, so they reach no gradient) and
+    skips the per-step selects of outputs and states a mask costs Keras (5-20% of a step). A
+    backward direction must start at each row's last valid step: masked. So is a ReLU RNN, whose
+    state can grow without bound over a long run of padding (inf * 0 = nan in its gradients).
+    """
+    enc = spec.encoder
+    return enc.bidirectional or (enc.cell == "rnn" and enc.nonlinearity == "relu")
+
+
+def _encoder_layer(
+    spec: ModelSpec, layers: LayerSource, layer: int, seq: Any, step_mask: Any, masked: bool
+) -> Any:
     name = naming.encoder(layer)
-    rnn = _recurrent_layer(spec, name)
-    if spec.encoder.bidirectional:
-        rnn = keras.layers.Bidirectional(rnn, merge_mode="concat", dtype=spec.dtype, name=name)
-    out = rnn(seq, mask=step_mask)
+    rnn = layers(_recurrent_layer, name, spec)
+    out = rnn(seq, mask=step_mask if masked and needs_step_mask(spec) else None)
     # An explicit layer, not the RNN's dropout= (which drops the cell's *inputs*), placed
     # before the residual so that a residual layer computes x + dropout(rnn(x)).
-    out = keras.layers.Dropout(
-        spec.encoder.dropout, dtype=spec.dtype, name=naming.encoder_part(layer, "dropout")
-    )(out)
+    dropout = layers(
+        keras.layers.Dropout, naming.encoder_part(layer, "dropout"), spec.encoder.dropout, dtype=spec.dtype
+    )
+    out = dropout(out)
     if spec.residual_layers[layer]:
-        out = keras.layers.Add(dtype=spec.dtype, name=naming.encoder_part(layer, "residual"))([out, seq])
-    zero = ZeroPaddedSteps(dtype=spec.dtype, name=naming.encoder_part(layer, "zero_padding"))
+        out = layers(keras.layers.Add, naming.encoder_part(layer, "residual"), dtype=spec.dtype)([out, seq])
+    zero = layers(ZeroPaddedSteps, naming.encoder_part(layer, "zero_padding"), dtype=spec.dtype)
     return zero(out, step_mask)
 
 
-def _pool(spec: ModelSpec, seq: Any, step_mask: Any) -> Any:
+def _pool(spec: ModelSpec, layers: LayerSource, seq: Any, step_mask: Any) -> Any:
     if spec.per_step_output:
         return seq
     backward = spec.encoder.hidden_size if spec.encoder.bidirectional else 0
-    pooling = SequencePooling(spec.pooling, backward, dtype=spec.dtype, name=naming.POOLING)
+    pooling = layers(SequencePooling, naming.POOLING, spec.pooling, backward, dtype=spec.dtype)
     return pooling(seq, step_mask)
 
 
-def _head(spec: ModelSpec, features: Any, step_mask: Any) -> Any:
+def _head(spec: ModelSpec, layers: LayerSource, features: Any, step_mask: Any) -> Any:
     if spec.head is None:
         return features
     head = spec.head
     names = head_layer_names(spec)
     for canonical, width in zip(names[:-1], head.hidden, strict=True):
         name = naming.head(canonical)
-        features = keras.layers.Dense(width, dtype=spec.dtype, name=name, **_NO_INIT)(features)
-        activation = HeadActivation(
-            head.activation, head.negative_slope, dtype=spec.dtype, name=f"{name}_activation"
+        dense = layers(keras.layers.Dense, name, width, dtype=spec.dtype, **_NO_INIT)
+        activation = layers(
+            HeadActivation, f"{name}_activation", head.activation, head.negative_slope, dtype=spec.dtype
         )
-        features = activation(features)
-        dropout = keras.layers.Dropout(head.dropout, dtype=spec.dtype, name=f"{name}_dropout")
-        features = dropout(features)
-    output = keras.layers.Dense(head.num_outputs, dtype=spec.dtype, name=naming.head(names[-1]), **_NO_INIT)
+        dropout = layers(keras.layers.Dropout, f"{name}_dropout", head.dropout, dtype=spec.dtype)
+        features = dropout(activation(dense(features)))
+    output = layers(
+        keras.layers.Dense, naming.head(names[-1]), head.num_outputs, dtype=spec.dtype, **_NO_INIT
+    )
     logits = output(features)
     if spec.per_step_output:
-        logits = ZeroPaddedSteps(dtype=spec.dtype, name=naming.OUTPUT_MASK)(logits, step_mask)
+        logits = layers(ZeroPaddedSteps, naming.OUTPUT_MASK, dtype=spec.dtype)(logits, step_mask)
     return logits
+
+
+def _graph(spec: ModelSpec, layers: LayerSource, masked: bool) -> keras.Model:
+    x, lengths = _inputs(spec)
+    step_mask = layers(StepMask, naming.STEP_MASK, dtype=spec.dtype)(x, lengths)
+    seq = _embed(spec, layers, x)
+    for layer in range(spec.encoder.num_layers):
+        seq = _encoder_layer(spec, layers, layer, seq, step_mask, masked)
+    outputs = _head(spec, layers, _pool(spec, layers, seq, step_mask), step_mask)
+    return keras.Model([x, lengths], outputs, name="rnncore")
 
 
 def build(spec: ModelSpec, weights: Mapping[str, np.ndarray]) -> keras.Model:
@@ -113,16 +153,20 @@ def build(spec: ModelSpec, weights: Mapping[str, np.ndarray]) -> keras.Model:
         >>> model = build(spec, rnncore.init_weights(spec))
         >>> logits = model([ids, lengths], training=False)
     """
-    x, lengths = _inputs(spec)
-    step_mask = StepMask(dtype=spec.dtype, name=naming.STEP_MASK)(x, lengths)
-    seq = _embed(spec, x)
-    for layer in range(spec.encoder.num_layers):
-        seq = _encoder_layer(spec, layer, seq, step_mask)
-    outputs = _head(spec, _pool(spec, seq, step_mask), step_mask)
-    model = keras.Model([x, lengths], outputs, name="rnncore")
+    model = _graph(spec, _new_layer, masked=True)
     setattr(model, SPEC_ATTR, spec)
     set_weights(model, weights)
     return model
+
+
+def full_length_twin(model: keras.Model) -> keras.Model:
+    """A model made of `model`'s own layers (same weights) for batches with no padding.
+
+    Its recurrent layers get no step mask, which on a batch whose rows all have the full length
+    is the same function without a select per step (the runtime and the trainer call it for
+    such batches). The twin is not rnncore-owned: it is only ever called, never saved.
+    """
+    return _graph(spec_of(model), lambda make, name, *args, **kwargs: model.get_layer(name), masked=False)
 
 
 def owns(model: Any) -> bool:

@@ -6,11 +6,21 @@ eagerly; the second traces one `tf.function` with relaxed batch/time sizes and e
 call reuses it. Tracing the gradient of a stacked RNN costs seconds and an eager call a
 fraction of one, so a model asked once (a parity test) never pays for tracing, and a model
 asked often gets the fast graph without a retrace per batch shape.
+
+The forward of a batch shape that keeps coming back (a prediction or evaluation loop) runs
+XLA-compiled (`_Forward`): on 2 CPU cores 1.1-1.6x faster than the graph at batch 64 and 4x
+at batch 1, for ~0.5 s of compiling per shape. Lengths are padded up to a multiple of `XLA_STEP_MULTIPLE`
+(the model masks by `lengths`, so extra padding changes nothing) to make shapes recur, and at
+most `XLA_MAX_SHAPES` shapes are compiled per model. Outputs agree with the graph's to float
+rounding (~1e-7 in float32). `RNNCORE_KERAS_XLA=0` turns it off.
 """
 
 from __future__ import annotations
 
+import os
+import time
 import weakref
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +43,10 @@ class _TracedOnReuse:
         self._traced: Any = None
         self._calls = 0
 
+    @property
+    def traced(self) -> bool:
+        return self._traced is not None
+
     def __call__(self, *args: Any) -> Any:
         tensors = [tf.convert_to_tensor(a, s.dtype) for a, s in zip(args, self._signature, strict=True)]
         self._calls += 1
@@ -41,6 +55,77 @@ class _TracedOnReuse:
         if self._traced is None:
             self._traced = tf.function(self._fn, input_signature=self._signature)
         return self._traced(*tensors)
+
+
+XLA_STEP_MULTIPLE = 8
+XLA_MAX_SHAPES = 32
+XLA_COMPILE_S_GUESS = 0.5  # until a compile has been timed
+
+
+def _xla_enabled() -> bool:
+    return os.environ.get("RNNCORE_KERAS_XLA", "1") != "0"
+
+
+class _Forward:
+    """Eval-mode forward: eager, then the traced graph, then XLA for shapes that recur.
+
+    A shape is compiled once the graph has spent as long on it as a compile takes (the last
+    compile's time; a guess before the first): never more than twice the time of the better
+    choice in hindsight, so a few one-off batches (a validation pass of an epoch or two) stay
+    on the graph, and a prediction loop moves to XLA within a second.
+    """
+
+    def __init__(self, fn: Callable[..., Any], spec: ModelSpec):
+        self._graph = _TracedOnReuse(fn, _signature(spec))
+        self._fn = fn
+        self._spec = spec
+        self._xla: Any = None
+        self._graph_s: defaultdict[tuple[int, int], float] = defaultdict(float)
+        self._compiled: set[tuple[int, int]] = set()
+        self._compile_s = XLA_COMPILE_S_GUESS
+        self._xla_failed = not _xla_enabled()
+
+    def __call__(self, inputs: np.ndarray, lengths: np.ndarray) -> Any:
+        steps = inputs.shape[1]
+        shape = (inputs.shape[0], -(-steps // XLA_STEP_MULTIPLE) * XLA_STEP_MULTIPLE)
+        if self._use_xla(shape):
+            try:
+                return self._run_xla(shape, _pad_steps(self._spec, inputs, shape[1]), lengths, steps)
+            except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+                self._xla_failed = True  # an op XLA cannot compile here; the graph computes the same
+        traced = self._graph.traced
+        start = time.perf_counter()
+        out = self._graph(inputs, lengths)
+        if traced:  # eager calls and tracing say nothing about the graph's speed
+            self._graph_s[shape] += time.perf_counter() - start
+        return out
+
+    def _use_xla(self, shape: tuple[int, int]) -> bool:
+        if self._xla_failed:
+            return False
+        if shape in self._compiled:
+            return True
+        return self._graph_s[shape] >= self._compile_s and len(self._compiled) < XLA_MAX_SHAPES
+
+    def _run_xla(self, shape: tuple[int, int], inputs: np.ndarray, lengths: np.ndarray, steps: int) -> Any:
+        if self._xla is None:
+            self._xla = tf.function(self._fn, input_signature=_signature(self._spec), jit_compile=True)
+        start = time.perf_counter()
+        out = self._xla(tf.convert_to_tensor(inputs), tf.convert_to_tensor(lengths, tf.int32))
+        if shape not in self._compiled:
+            self._compiled.add(shape)
+            self._compile_s = time.perf_counter() - start
+        return out[:, :steps] if self._spec.per_step_output else out
+
+
+def _pad_steps(spec: ModelSpec, inputs: np.ndarray, steps: int) -> np.ndarray:
+    """`inputs` right-padded to `steps` steps (with the padding id, or zeros)."""
+    extra = steps - inputs.shape[1]
+    if extra == 0:
+        return inputs
+    fill = (spec.input.padding_idx or 0) if spec.input.kind == "tokens" else 0
+    widths = [(0, 0), (0, extra)] + [(0, 0)] * (inputs.ndim - 2)
+    return np.pad(inputs, widths, constant_values=fill)
 
 
 class _Runner:
@@ -70,7 +155,7 @@ class _Runner:
             # the embedding's gradient is IndexedSlices (rows looked up); callers want dense
             return outputs, [tf.convert_to_tensor(g) for g in grads]
 
-        self.forward = _TracedOnReuse(forward, signature)
+        self.forward = _Forward(forward, spec)
         self.gradient = _TracedOnReuse(gradient, [*signature, tf.TensorSpec(None, spec.dtype)])
 
 
