@@ -67,11 +67,12 @@ def baseline(point: Point, xla: bool) -> Impl:
 
 
 class _Settling:
-    """A call of rnncore's Keras forward, and `settle()`: call it until its shape is compiled.
+    """A call of rnncore's Keras forward, and `settle()`: call it until its shape's path is decided.
 
-    rnncore's runtime moves a batch shape to XLA once the graph has spent as long on it as a
-    compile takes (`rnncore_tensorflow.runtime._Forward`); the harness times the steady state
-    and reports the calls before it as `settle_s`.
+    rnncore's runtime compiles a recurring batch shape with XLA once the graph has spent as long
+    on it as a compile takes, times a few XLA calls and keeps the faster path for that shape
+    (`rnncore_tensorflow.runtime._Forward`); the harness times the steady state and reports the
+    calls before it as `settle_s`.
     """
 
     def __init__(self, call: Runner, model: Any, limit_s: float = 30.0):
@@ -85,8 +86,8 @@ class _Settling:
 
         forward = runtime._runner(self._model).forward
         end = time.perf_counter() + self._limit_s
-        compiled = len(forward._compiled)
-        while len(forward._compiled) == compiled and time.perf_counter() < end:
+        decided = len(forward.decided)
+        while len(forward.decided) == decided and time.perf_counter() < end:
             self._call()
 
 

