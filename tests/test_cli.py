@@ -37,15 +37,6 @@ def spec_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def digits_npz(tmp_path: Path) -> Path:
-    """300 rows of sklearn's digits as an .npz of 8-step sequences."""
-    digits = load_bundled("digits").subset(np.arange(300))
-    path = tmp_path / "digits.npz"
-    np.savez(path, x=digits.x, y=digits.y)
-    return path
-
-
-@pytest.fixture
 def reviews_csv(tmp_path: Path) -> Path:
     """240 real Rotten Tomatoes snippets as a CSV with its own column names."""
     data = load_bundled("rotten_tomatoes")
@@ -174,7 +165,7 @@ def test_an_existing_run_is_not_overwritten_without_asking(reviews_csv, tmp_path
 
 
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(digits_npz, tmp_path):
-    data = digits_npz
+    data = digits_npz(300)
     common = [
         "train",
         "--task",
@@ -197,7 +188,7 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(digits_npz, tmp
 
 def test_resume_after_the_best_epoch_still_restores_the_best_weights(digits_npz, tmp_path):
     """Early stopping restores the best epoch; a run killed after that epoch must too."""
-    data = digits_npz
+    data = digits_npz(300)
     config = tmp_path / "train.json"
     settings = {
         "lr": 0.3,

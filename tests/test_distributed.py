@@ -27,7 +27,6 @@ import pytest
 
 import rnncore
 from rnncore import cli
-from rnncore.data import load_bundled
 from rnncore.parity import random_batch
 from rnncore.tolerances import assert_close
 from rnncore.train import distributed
@@ -231,11 +230,8 @@ def test_launch_stops_every_process_when_one_fails():
 
 # ---- the command line ------------------------------------------------------------------------------
 @pytest.fixture
-def digits(tmp_path: Path) -> Path:
-    part = load_bundled("digits").subset(np.arange(200))
-    path = tmp_path / "digits.npz"
-    np.savez(path, x=part.x, y=part.y)
-    return path
+def digits(digits_npz: Callable[[int], Path]) -> Path:
+    return digits_npz(200)
 
 
 def _args(data: Path, out: Path, epochs: int, *extra: str) -> list[str]:

@@ -163,22 +163,33 @@ KERAS_XLA_POINTS = [
 ]
 
 
+def _predicted_often(monkeypatch, point, calls: int, xla: str = "1", compile_s_guess: float = 0.0):
+    """A Keras model of `point` asked `calls` times for one batch of 4 x 7 steps (8 for XLA).
+
+    Returns the model's forward runner and, per call, (outputs, expected oracle outputs, dtype).
+    """
+    from rnncore_tensorflow import runtime
+
+    monkeypatch.setenv("RNNCORE_KERAS_XLA", xla)
+    monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", compile_s_guess)
+    spec = spec_for(point)
+    weights = rnncore.init_weights(spec, seed=3)
+    model = rnncore.build(spec, backend="tensorflow", weights=weights)
+    x, lengths = random_batch(spec, batch=4, max_len=7, seed=8)
+    expected = rnncore.reference_forward(spec, weights, x, lengths)
+    outputs = [rnncore.predict(model, x, lengths) for _ in range(calls)]
+    return runtime._runner(model).forward, outputs, expected, spec.dtype
+
+
 @pytest.mark.parametrize("point", KERAS_XLA_POINTS, ids=point_id)
 def test_keras_forward_compiles_shapes_that_recur_and_still_matches_the_oracle(point, monkeypatch):
     from rnncore_tensorflow import runtime
 
-    monkeypatch.setenv("RNNCORE_KERAS_XLA", "1")
-    monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)  # compile once the graph has run
-    spec = spec_for(point)
-    weights = rnncore.init_weights(spec, seed=3)
-    model = rnncore.build(spec, backend="tensorflow", weights=weights)
-    x, lengths = random_batch(spec, batch=4, max_len=7, seed=8)  # 7 steps: padded to 8 for XLA
-    expected = rnncore.reference_forward(spec, weights, x, lengths)
-    for _ in range(4 + runtime.XLA_TRIALS + 1):  # eager, trace, graph, compile, trials, settled
-        out = rnncore.predict(model, x, lengths)
+    # eager, trace, graph, compile, trials, settled
+    forward, outputs, expected, dtype = _predicted_often(monkeypatch, point, 4 + runtime.XLA_TRIALS + 1)
+    for out in outputs:
         assert out.shape == expected.shape
-        assert_close(out, expected, "outputs", spec.dtype)
-    forward = runtime._runner(model).forward
+        assert_close(out, expected, "outputs", dtype)
     assert forward._compiled == {(4, 8)}
     assert forward.decided[(4, 8)] in ("xla", "graph")
 
@@ -186,44 +197,21 @@ def test_keras_forward_compiles_shapes_that_recur_and_still_matches_the_oracle(p
 def test_keras_forward_returns_to_the_graph_where_xla_was_slower(monkeypatch):
     from rnncore_tensorflow import runtime
 
-    monkeypatch.setenv("RNNCORE_KERAS_XLA", "1")
-    monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)
     monkeypatch.setattr(runtime, "_xla_is_faster", lambda trial_s, graph_mean_s: False)
-    spec = spec_for(KERAS_XLA_POINTS[1])
-    weights = rnncore.init_weights(spec, seed=3)
-    model = rnncore.build(spec, backend="tensorflow", weights=weights)
-    x, lengths = random_batch(spec, batch=4, max_len=7, seed=8)
-    for _ in range(4 + runtime.XLA_TRIALS + 2):
-        out = rnncore.predict(model, x, lengths)
-    forward = runtime._runner(model).forward
+    forward, outputs, expected, dtype = _predicted_often(
+        monkeypatch, KERAS_XLA_POINTS[1], 4 + runtime.XLA_TRIALS + 2
+    )
     assert forward.decided == {(4, 8): "graph"}
     assert len(forward._trials[(4, 8)]) == runtime.XLA_TRIALS  # no XLA call after the verdict
-    assert_close(out, rnncore.reference_forward(spec, weights, x, lengths), "outputs", spec.dtype)
+    assert_close(outputs[-1], expected, "outputs", dtype)
 
 
 def test_keras_forward_stays_on_the_graph_when_xla_is_off(monkeypatch):
-    from rnncore_tensorflow import runtime
-
-    monkeypatch.setenv("RNNCORE_KERAS_XLA", "0")
-    monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)
-    spec = spec_for(KERAS_XLA_POINTS[0])
-    model = rnncore.build(spec, backend="tensorflow", weights=rnncore.init_weights(spec, seed=3))
-    x, lengths = random_batch(spec, batch=4, max_len=7, seed=8)
-    for _ in range(4):
-        rnncore.predict(model, x, lengths)
-    assert runtime._runner(model).forward._compiled == set()
+    forward, *_ = _predicted_often(monkeypatch, KERAS_XLA_POINTS[0], 4, xla="0")
+    assert forward._compiled == set()
 
 
 def test_keras_forward_keeps_a_shape_on_the_graph_until_it_has_cost_a_compile(monkeypatch):
-    from rnncore_tensorflow import runtime
-
-    monkeypatch.setenv("RNNCORE_KERAS_XLA", "1")
-    monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 60.0)
-    spec = spec_for(KERAS_XLA_POINTS[0])
-    model = rnncore.build(spec, backend="tensorflow", weights=rnncore.init_weights(spec, seed=3))
-    x, lengths = random_batch(spec, batch=4, max_len=7, seed=8)
-    for _ in range(4):
-        rnncore.predict(model, x, lengths)
-    forward = runtime._runner(model).forward
+    forward, *_ = _predicted_often(monkeypatch, KERAS_XLA_POINTS[0], 4, compile_s_guess=60.0)
     assert forward._compiled == set()
     assert 0 < forward._graph_s[(4, 8)] < 60.0  # two graph calls timed (not the eager one or the trace)

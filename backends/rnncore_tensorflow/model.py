@@ -97,6 +97,12 @@ def pools_in_last_layer(spec: ModelSpec) -> bool:
     return spec.pooling == "last" and not spec.residual_layers[-1]
 
 
+def masks_some_layer(spec: ModelSpec) -> bool:
+    """Whether any recurrent layer of the model gets the step mask (so that its mask-free
+    `full_length_twin` is faster on batches without padding)."""
+    return needs_step_mask(spec) or pools_in_last_layer(spec)
+
+
 def _encoder_layer(
     spec: ModelSpec, layers: LayerSource, layer: int, seq: Any, step_mask: Any, masked: bool
 ) -> Any:

@@ -22,7 +22,7 @@ from rnncore.train.losses import IGNORE_INDEX, loss_name
 from rnncore.weights import Weights
 
 from . import convert
-from .model import full_length_twin, needs_step_mask, spec_of
+from .model import full_length_twin, masks_some_layer, spec_of
 
 _SLOTS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq")}
 
@@ -61,7 +61,7 @@ class Trainer:
         self._full_step_fn: Any = None
 
     def step(self, inputs: np.ndarray, lengths: np.ndarray, targets: np.ndarray, lr: float) -> float:
-        if needs_step_mask(self.spec) and int(np.min(lengths)) == inputs.shape[1]:
+        if masks_some_layer(self.spec) and int(np.min(lengths)) == inputs.shape[1]:
             # No row is padded: the twin without step masks computes the same, 5-10% faster
             # (Keras selects outputs and states per masked step). Traced on its own. (Models
             # whose layers need no mask run without one anyway.)

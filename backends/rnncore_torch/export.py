@@ -58,7 +58,7 @@ from rnncore.batch import prepare_batch
 from rnncore.export import ExportError
 from rnncore.spec import ModelSpec
 
-from .model import RnnModel
+from .model import RnnModel, reverse_within_length
 
 EXPORT_FORMATS = ("onnx", "torchscript")
 
@@ -75,17 +75,6 @@ _EXAMPLE_BATCH, _EXAMPLE_STEPS = 2, 3
 
 
 # ---- the export graph -------------------------------------------------------------------
-
-
-def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Reverse steps 0..L-1 of each row of (B, T, D) `x`; padded steps stay where they are.
-
-    The permutation is its own inverse, so the same call reverses a result back.
-    """
-    steps = torch.arange(x.shape[1], device=x.device)[None, :]
-    last = lengths[:, None] - 1
-    index = torch.where(steps <= last, last - steps, steps)
-    return x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))
 
 
 class _Weights(nn.Module):

@@ -147,13 +147,9 @@ class RnnModel(nn.Module):
         # step, so it runs over the rows reversed within their lengths (padding left in place,
         # after them) and its outputs are put back in order by the same permutation. Residuals
         # and dropout act on padded steps too; nothing valid reads them.
-        reverse = (
-            _reverse_within_lengths(lengths.to(x.device), x.shape[1])
-            if self.spec.encoder.bidirectional
-            else None
-        )
+        lengths = lengths.to(x.device)
         for rnn, residual in zip(self.encoder, self.residual, strict=True):
-            out = self._dropout(_run_padded(cast(nn.RNNBase, rnn), x, reverse))
+            out = self._dropout(_run_padded(cast(nn.RNNBase, rnn), x, lengths))
             x = out + x if residual else out
         return x
 
@@ -210,34 +206,38 @@ class RnnModel(nn.Module):
         return nn.functional.gelu(x, approximate="none")
 
 
-def _reverse_within_lengths(lengths: torch.Tensor, steps: int) -> torch.Tensor:
-    """(B, T) step indices reversing each row's first `length` steps; padded steps map to themselves."""
-    t = torch.arange(steps, device=lengths.device)[None, :]
+def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse steps 0..L-1 of each row of (B, T, D) `x`; padded steps stay where they are.
+
+    The permutation is its own inverse, so the same call reverses a result back.
+    """
+    steps = torch.arange(x.shape[1], device=x.device)[None, :]
     last = lengths[:, None] - 1
-    return torch.where(t <= last, last - t, t)
-
-
-def _gather_steps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    index = torch.where(steps <= last, last - steps, steps)
     return x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))
 
 
-def _run_padded(rnn: nn.RNNBase, x: torch.Tensor, reverse: torch.Tensor | None) -> torch.Tensor:
+def _run_padded(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """A one-layer RNN's outputs over a right-padded batch, each direction over its own order."""
-    if reverse is None:
+    if not rnn.bidirectional:
         return rnn(x)[0]
     # nn.RNNBase keeps one layer's weights as [w_ih, w_hh, b_ih, b_hh] per direction, forward
-    # first. The module runs both directions over the same order, so each runs on its own here,
-    # through the kernel nn.LSTM/GRU/RNN.forward itself calls.
+    # first. The module runs both directions over the same order, so each runs on its own here.
     weights = rnn._flat_weights
     half = len(weights) // 2
     forward = _run_direction(rnn, x, weights[:half])
-    backward = _run_direction(rnn, _gather_steps(x, reverse), weights[half:])
-    return torch.cat([forward, _gather_steps(backward, reverse)], dim=2)
+    backward = _run_direction(rnn, reverse_within_length(x, lengths), weights[half:])
+    return torch.cat([forward, reverse_within_length(backward, lengths)], dim=2)
 
 
 def _run_direction(rnn: nn.RNNBase, x: torch.Tensor, weights: list[Any]) -> torch.Tensor:
+    """One direction through the fused ATen kernel (as the TorchScript export runs it)."""
     state = x.new_zeros(1, x.shape[0], rnn.hidden_size)
-    kernel = getattr(torch._VF, rnn.mode.lower())  # lstm, gru, rnn_tanh (relu never runs padded)
-    initial = (state, state) if rnn.mode == "LSTM" else state
-    # (input, hx, weights, has_biases, num_layers, dropout, train, bidirectional, batch_first)
-    return kernel(x, initial, weights, rnn.bias, 1, 0.0, rnn.training, False, True)[0]
+    # positional flags: has_biases, num_layers, dropout, train, bidirectional, batch_first
+    if rnn.mode == "LSTM":
+        return torch.lstm(x, [state, state], weights, rnn.bias, 1, 0.0, rnn.training, False, True)[0]
+    if rnn.mode == "GRU":
+        return torch.gru(x, state, weights, rnn.bias, 1, 0.0, rnn.training, False, True)[0]
+    return torch.rnn_tanh(x, state, weights, rnn.bias, 1, 0.0, rnn.training, False, True)[
+        0
+    ]  # relu never runs padded
