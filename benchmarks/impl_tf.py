@@ -75,8 +75,8 @@ class _Settling:
     calls before it as `settle_s`.
     """
 
-    def __init__(self, call: Runner, model: Any, limit_s: float = 30.0):
-        self._call, self._model, self._limit_s = call, model, limit_s
+    def __init__(self, call: Runner, model: Any, batch: tuple[np.ndarray, np.ndarray], limit_s: float = 30.0):
+        self._call, self._model, self._batch, self._limit_s = call, model, batch, limit_s
 
     def __call__(self) -> Any:
         return self._call()
@@ -84,10 +84,11 @@ class _Settling:
     def settle(self) -> None:
         from rnncore_tensorflow import runtime
 
-        forward = runtime._runner(self._model).forward
+        ids, lengths = self._batch
+        forward = runtime._runner(self._model).forward_for(ids, lengths)
         end = time.perf_counter() + self._limit_s
-        decided = len(forward.decided)
-        while len(forward.decided) == decided and time.perf_counter() < end:
+        # (a shape another runner of the same model has settled is settled already)
+        while not forward.settled(ids) and time.perf_counter() < end:
             self._call()
 
 
@@ -106,14 +107,14 @@ def rnncore_keras(point: Point) -> list[Impl]:
     def runner(mode: str, arrays: dict[str, np.ndarray], point: Point) -> Runner:
         ids, lengths, labels = arrays["ids"], arrays["lengths"], arrays["labels"]
         if mode == "forward":
-            return _Settling(lambda: backend.predict(model, ids, lengths), model)
+            return _Settling(lambda: backend.predict(model, ids, lengths), model, (ids, lengths))
         return lambda: trainer.step(ids, lengths, labels, 1e-3)
 
     def api(mode: str, arrays: dict[str, np.ndarray], point: Point) -> Runner | None:
         if mode != "forward":
             return None  # training goes through the trainer in both
         ids, lengths = arrays["ids"], arrays["lengths"]
-        return _Settling(lambda: rnncore.predict(model, ids, lengths), model)
+        return _Settling(lambda: rnncore.predict(model, ids, lengths), model, (ids, lengths))
 
     return [
         Impl("rnncore_keras", "tensorflow", True, runner, "rnncore's Keras backend forward (graph, then "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -310,6 +311,35 @@ def _add_parallel_options(command: argparse.ArgumentParser) -> None:
                        f"(default {DEFAULT_TIMEOUT_S:.0f})")  # fmt: skip
 
 
+def benchmarks_checkout() -> Path | None:
+    """The source checkout holding `benchmarks/`, if rnncore runs from one (an editable install).
+
+    The harness is not part of the wheel: it needs hand-written baselines, plots and a quiet
+    machine, none of which a user of the library wants installed.
+    """
+    root = Path(__file__).resolve().parent.parent
+    markers = ("pyproject.toml", "benchmarks/cli.py", "benchmarks/grid.py")
+    return root if all((root / marker).is_file() for marker in markers) else None
+
+
+def cmd_bench(bench_args: list[str]) -> int:
+    """`rnncore bench ARGS...` = `python -m benchmarks ARGS...` from the checkout."""
+    root = benchmarks_checkout()
+    if root is None:
+        print(
+            "rnncore: error: the benchmark harness lives in rnncore's source repository "
+            "(benchmarks/), which this installation does not include: clone the repository, "
+            "`pip install -e .` there, then run `rnncore bench` (or `python -m benchmarks` from its root)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    # a subprocess, so that the harness's own imports and thread settings start from scratch
+    path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
+    return subprocess.call(
+        [sys.executable, "-m", "benchmarks", *bench_args], env={**os.environ, "PYTHONPATH": path}
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rnncore",
@@ -449,6 +479,15 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--html", help="also write a self-contained HTML page here")
     explain.set_defaults(handler=cmd_explain)
 
+    bench = commands.add_parser(
+        "bench",
+        add_help=False,  # --help is the harness's own
+        help="run the cross-framework benchmarks (from a source checkout; see `rnncore bench --help`)",
+    )
+    # main() hands everything after `bench` to the harness before argparse sees it (a
+    # REMAINDER positional would not take a leading --option)
+    bench.set_defaults(handler=lambda args: cmd_bench([]))
+
     demo = commands.add_parser(
         "demo", help="the main job: train a BiLSTM sentiment classifier, port it, compare the backends"
     )
@@ -462,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["bench"]:
+        return cmd_bench(given[1:])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and getattr(args, "texts", None) is not None and not any(e.startswith("-") for e in extra):

@@ -347,3 +347,18 @@ def test_explain_prints_tokens_and_writes_a_page(reviews_csv, tmp_path, capsys):
     html = page.read_text(encoding="utf-8")
     assert "moving" in html and label in html
     assert cli.main(["explain", str(run)]) == 2
+
+
+def test_bench_hands_its_arguments_to_the_harness(tmp_path):
+    # from another folder: the alias finds the checkout's harness itself
+    done = _rnncore("bench", "--help", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "usage: python -m benchmarks" in done.stdout and "--quick" in done.stdout
+    refused = _rnncore("bench", "--no-such-option", cwd=tmp_path)
+    assert refused.returncode == 2 and "--no-such-option" in refused.stderr
+
+
+def test_bench_outside_a_checkout_says_where_the_harness_is(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "benchmarks_checkout", lambda: None)
+    assert cli.main(["bench", "--quick"]) == cli.EXIT_USAGE
+    assert "source repository" in capsys.readouterr().err

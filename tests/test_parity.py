@@ -185,8 +185,8 @@ def _predicted_often(monkeypatch, point, calls: int, xla: str = "1", compile_s_g
 def test_keras_forward_compiles_shapes_that_recur_and_still_matches_the_oracle(point, monkeypatch):
     from rnncore_tensorflow import runtime
 
-    # eager, trace, graph, compile, trials, settled
-    forward, outputs, expected, dtype = _predicted_often(monkeypatch, point, 4 + runtime.XLA_TRIALS + 1)
+    # eager, trace, graph, compile, trials (XLA and graph, alternating), settled
+    forward, outputs, expected, dtype = _predicted_often(monkeypatch, point, 4 + 2 * runtime.XLA_TRIALS + 1)
     for out in outputs:
         assert out.shape == expected.shape
         assert_close(out, expected, "outputs", dtype)
@@ -197,13 +197,52 @@ def test_keras_forward_compiles_shapes_that_recur_and_still_matches_the_oracle(p
 def test_keras_forward_returns_to_the_graph_where_xla_was_slower(monkeypatch):
     from rnncore_tensorflow import runtime
 
-    monkeypatch.setattr(runtime, "_xla_is_faster", lambda trial_s, graph_mean_s: False)
+    monkeypatch.setattr(runtime, "_xla_is_faster", lambda xla_s, graph_s: False)
     forward, outputs, expected, dtype = _predicted_often(
-        monkeypatch, KERAS_XLA_POINTS[1], 4 + runtime.XLA_TRIALS + 2
+        monkeypatch, KERAS_XLA_POINTS[1], 4 + 2 * runtime.XLA_TRIALS + 2
     )
     assert forward.decided == {(4, 8): "graph"}
     assert len(forward._trials[(4, 8)]) == runtime.XLA_TRIALS  # no XLA call after the verdict
+    assert len(forward._graph_trials[(4, 8)]) == runtime.XLA_TRIALS
     assert_close(outputs[-1], expected, "outputs", dtype)
+
+
+@pytest.mark.parametrize("point", KERAS_XLA_POINTS[:2], ids=point_id)
+def test_keras_batches_without_padding_run_the_mask_free_twin(point, monkeypatch):
+    from rnncore_tensorflow import runtime
+
+    monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)
+    spec = spec_for(point)
+    weights = rnncore.init_weights(spec, seed=3)
+    model = rnncore.build(spec, backend="tensorflow", weights=weights)
+    x, _ = random_batch(spec, batch=4, max_len=7, seed=8)
+    full = np.full(4, 7)
+    expected = rnncore.reference_forward(spec, weights, x, full)
+    runner = runtime._runner(model)
+    twin_forward = runner.forward_for(x, full)
+    assert not twin_forward.settled(x)
+    for _ in range(4 + 2 * runtime.XLA_TRIALS + 1):  # through eager, graph, XLA trials, verdict
+        assert_close(rnncore.predict(model, x, full), expected, "outputs", spec.dtype)
+    assert twin_forward.settled(x), "the verdict for this shape should be in"
+    assert twin_forward is not runner.forward
+    assert twin_forward._compiled == {(4, 7)}, "no padding to a step multiple: exact shapes"
+    assert runner.forward._graph_calls == {}, "the masked forward should not have run"
+    padded = full.copy()
+    padded[1] = 3
+    assert runner.forward_for(x, padded) is runner.forward
+    assert_close(
+        rnncore.predict(model, x, padded),
+        rnncore.reference_forward(spec, weights, x, padded),
+        "outputs",
+        spec.dtype,
+    )
+
+
+def test_keras_xla_verdict_compares_median_times():
+    from rnncore_tensorflow import runtime
+
+    assert runtime._xla_is_faster([1.0, 1.0, 9.0], [2.0, 2.0, 2.0])  # one slow spell is not a verdict
+    assert not runtime._xla_is_faster([3.0, 3.0, 1.0], [2.0, 2.0, 2.0])
 
 
 def test_keras_forward_stays_on_the_graph_when_xla_is_off(monkeypatch):

@@ -136,3 +136,59 @@ def test_optimizer_state_moves_between_backends():
     a, b = rnncore.get_weights(torch_model), rnncore.get_weights(keras_model)
     for key in a:
         assert_close(b[key], a[key], "training", "float64")
+
+
+def _keras_weights_after_training(spec, config, start):
+    model, trainer, _ = _train(spec, "tensorflow", config, start)
+    return rnncore.get_weights(model), trainer
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd-nesterov-wd-clip"])
+def test_keras_update_op_by_op_equals_the_xla_compiled_one(name, monkeypatch):
+    # The Keras trainer compiles its update (clipping + optimizer) with XLA; RNNCORE_KERAS_XLA=0
+    # runs it op by op. Same formulas, so both land on torch's weights.
+    spec = _spec("float32", cell="gru")
+    config, start = CONFIGS[name], rnncore.init_weights(spec, seed=4)
+    torch_model, _, _ = _train(spec, "torch", config, start)
+    compiled, compiled_trainer = _keras_weights_after_training(spec, config, start)
+    monkeypatch.setenv("RNNCORE_KERAS_XLA", "0")
+    plain, plain_trainer = _keras_weights_after_training(spec, config, start)
+    assert compiled_trainer.use_xla and not plain_trainer.use_xla
+    expected = rnncore.get_weights(torch_model)
+    for key in expected:
+        assert_close(compiled[key], expected[key], "training", "float32")
+        assert_close(plain[key], expected[key], "training", "float32")
+
+
+def test_keras_update_falls_back_when_xla_cannot_compile_it(monkeypatch):
+    import tensorflow as tf
+    from rnncore_tensorflow.train import Trainer
+
+    @tf.function(jit_compile=True)
+    def uncompilable(self, grads, lr):
+        tf.print(lr)  # PrintV2 has no XLA kernel: the compile fails when the step runs
+        self._update(grads, lr)
+
+    monkeypatch.setattr(Trainer, "_xla_update", uncompilable)
+    spec = _spec("float64", cell="gru")
+    config, start = CONFIGS["adam"], rnncore.init_weights(spec, seed=4)
+    torch_model, _, _ = _train(spec, "torch", config, start)
+    weights, trainer = _keras_weights_after_training(spec, config, start)
+    assert not trainer.use_xla, "the trainer should have gone on op by op"
+    assert int(trainer.optimizer_state()["step"]) == STEPS, "the failed first step must count once"
+    expected = rnncore.get_weights(torch_model)
+    for key in expected:
+        assert_close(weights[key], expected[key], "training", "float64")
+
+
+def test_keras_errors_after_a_working_xla_update_are_raised():
+    import tensorflow as tf
+
+    spec = _spec("float32")
+    model = rnncore.build(spec, backend="tensorflow", weights=rnncore.init_weights(spec, seed=4))
+    trainer = rnncore.get_backend("tensorflow").make_trainer(model, CONFIGS["adam"])
+    x, lengths, y = next(_batches(spec, 1))
+    trainer.step(x, lengths, y, 0.01)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        trainer.step(x, lengths, np.full_like(y, 7), 0.01)  # labels beyond the 3 classes
+    assert trainer.use_xla, "a bad batch is not a reason to drop XLA"
