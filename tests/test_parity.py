@@ -163,10 +163,14 @@ KERAS_XLA_POINTS = [
 ]
 
 
-def _predicted_often(monkeypatch, point, calls: int, xla: str = "1", compile_s_guess: float = 0.0):
-    """A Keras model of `point` asked `calls` times for one batch of 4 x 7 steps (8 for XLA).
+def _predicted_often(
+    monkeypatch, point, calls: int | None = None, xla: str = "1", compile_s_guess: float = 0.0
+):
+    """A Keras model of `point` asked for one batch of 4 x 7 steps (8 for XLA) `calls` times, or
+    until its path for that shape is settled (compiles, trials round the paths, verdict) and
+    once more.
 
-    Returns the model's forward runner and, per call, (outputs, expected oracle outputs, dtype).
+    Returns the model's forward runner, the outputs of every call, the oracle's, and the dtype.
     """
     from rnncore_tensorflow import runtime
 
@@ -177,33 +181,42 @@ def _predicted_often(monkeypatch, point, calls: int, xla: str = "1", compile_s_g
     model = rnncore.build(spec, backend="tensorflow", weights=weights)
     x, lengths = random_batch(spec, batch=4, max_len=7, seed=8)
     expected = rnncore.reference_forward(spec, weights, x, lengths)
-    outputs = [rnncore.predict(model, x, lengths) for _ in range(calls)]
-    return runtime._runner(model).forward, outputs, expected, spec.dtype
+    forward = runtime._runner(model).forward_for(x, lengths)
+    outputs = []
+    while len(outputs) < (calls or 100) and (calls or not forward.settled(x)):
+        outputs.append(rnncore.predict(model, x, lengths))
+    if calls is None:
+        outputs.append(rnncore.predict(model, x, lengths))  # on the chosen path
+    return forward, outputs, expected, spec.dtype
 
 
 @pytest.mark.parametrize("point", KERAS_XLA_POINTS, ids=point_id)
 def test_keras_forward_compiles_shapes_that_recur_and_still_matches_the_oracle(point, monkeypatch):
     from rnncore_tensorflow import runtime
+    from rnncore_tensorflow.model import masks_every_layer
 
-    # eager, trace, graph, compile, trials (XLA and graph, alternating), settled
-    forward, outputs, expected, dtype = _predicted_often(monkeypatch, point, 4 + 2 * runtime.XLA_TRIALS + 1)
-    for out in outputs:
+    forward, outputs, expected, dtype = _predicted_often(monkeypatch, point)
+    for out in outputs:  # eager, graph, every compiled variant, the chosen path
         assert out.shape == expected.shape
         assert_close(out, expected, "outputs", dtype)
     assert forward._compiled == {(4, 8)}
-    assert forward.decided[(4, 8)] in ("xla", "graph")
+    trials = forward._trials[(4, 8)]
+    assert set(trials) == set(forward.paths)
+    # compiled with every layer masked, and as built where that is not the same graph
+    as_built = [] if masks_every_layer(spec_for(point)) else ["xla"]
+    assert forward.paths == ["graph", "xla_masked", *as_built]
+    assert all(len(times) == runtime.XLA_TRIALS for times in trials.values()), trials
+    assert forward.decided[(4, 8)] in forward.paths
 
 
 def test_keras_forward_returns_to_the_graph_where_xla_was_slower(monkeypatch):
     from rnncore_tensorflow import runtime
 
-    monkeypatch.setattr(runtime, "_xla_is_faster", lambda xla_s, graph_s: False)
-    forward, outputs, expected, dtype = _predicted_often(
-        monkeypatch, KERAS_XLA_POINTS[1], 4 + 2 * runtime.XLA_TRIALS + 2
-    )
+    monkeypatch.setattr(runtime, "_fastest", lambda trials: runtime.GRAPH)
+    forward, outputs, expected, dtype = _predicted_often(monkeypatch, KERAS_XLA_POINTS[1])
     assert forward.decided == {(4, 8): "graph"}
-    assert len(forward._trials[(4, 8)]) == runtime.XLA_TRIALS  # no XLA call after the verdict
-    assert len(forward._graph_trials[(4, 8)]) == runtime.XLA_TRIALS
+    # no call on any path was timed after the verdict (the last call ran the graph)
+    assert all(len(times) == runtime.XLA_TRIALS for times in forward._trials[(4, 8)].values())
     assert_close(outputs[-1], expected, "outputs", dtype)
 
 
@@ -220,11 +233,13 @@ def test_keras_batches_without_padding_run_the_mask_free_twin(point, monkeypatch
     expected = rnncore.reference_forward(spec, weights, x, full)
     runner = runtime._runner(model)
     twin_forward = runner.forward_for(x, full)
-    assert not twin_forward.settled(x)
-    for _ in range(4 + 2 * runtime.XLA_TRIALS + 1):  # through eager, graph, XLA trials, verdict
-        assert_close(rnncore.predict(model, x, full), expected, "outputs", spec.dtype)
-    assert twin_forward.settled(x), "the verdict for this shape should be in"
     assert twin_forward is not runner.forward
+    assert twin_forward.paths == ["graph", "xla_masked", "xla_unmasked"]
+    for _ in range(100):  # eager, graph, both compiled variants, trials, verdict
+        assert_close(rnncore.predict(model, x, full), expected, "outputs", spec.dtype)
+        if twin_forward.settled(x):
+            break
+    assert twin_forward.decided[(4, 7)] in twin_forward.paths
     assert twin_forward._compiled == {(4, 7)}, "no padding to a step multiple: exact shapes"
     assert runner.forward._graph_calls == {}, "the masked forward should not have run"
     padded = full.copy()
@@ -238,11 +253,13 @@ def test_keras_batches_without_padding_run_the_mask_free_twin(point, monkeypatch
     )
 
 
-def test_keras_xla_verdict_compares_median_times():
+def test_keras_xla_verdict_takes_the_lowest_median_time():
     from rnncore_tensorflow import runtime
 
-    assert runtime._xla_is_faster([1.0, 1.0, 9.0], [2.0, 2.0, 2.0])  # one slow spell is not a verdict
-    assert not runtime._xla_is_faster([3.0, 3.0, 1.0], [2.0, 2.0, 2.0])
+    # one slow spell is not a verdict
+    assert runtime._fastest({"graph": [2.0, 2.0, 2.0], "xla": [1.0, 1.0, 9.0]}) == "xla"
+    assert runtime._fastest({"graph": [2.0] * 3, "xla_masked": [3.0, 3.0, 1.0], "xla": [1.5] * 3}) == "xla"
+    assert runtime._fastest({"graph": [1.0] * 3, "xla": [1.0] * 3}) == "graph"  # ties: no compile needed
 
 
 def test_keras_forward_stays_on_the_graph_when_xla_is_off(monkeypatch):

@@ -7,17 +7,22 @@ call reuses it. Tracing the gradient of a stacked RNN costs seconds and an eager
 fraction of one, so a model asked once (a parity test) never pays for tracing, and a model
 asked often gets the fast graph without a retrace per batch shape.
 
-The forward of a batch shape that keeps coming back (a prediction or evaluation loop) runs
-XLA-compiled (`_Forward`): on 2 CPU cores 1.1-1.6x faster than the graph at batch 64 and 4x
-at batch 1, for ~0.5 s of compiling per shape. Lengths are padded up to a multiple of `XLA_STEP_MULTIPLE`
-(the model masks by `lengths`, so extra padding changes nothing) to make shapes recur, and at
-most `XLA_MAX_SHAPES` shapes are compiled per model. Outputs agree with the graph's to float
-rounding (~1e-7 in float32). `RNNCORE_KERAS_XLA=0` turns it off.
+The forward of a batch shape that keeps coming back (a prediction or evaluation loop) may run
+XLA-compiled (`_Forward`): on 2 CPU cores up to 1.6x faster than the graph at batch 64 and 4x
+at batch 1, for ~0.5 s of compiling per shape and variant, though not for every model and
+shape, so the paths are timed against each other and the fastest kept. Lengths are padded up
+to a multiple of `XLA_STEP_MULTIPLE` (the model masks by `lengths`, so extra padding changes
+nothing) to make shapes recur, and at most `XLA_MAX_SHAPES` shapes are compiled per model.
+Outputs agree with the graph's to float rounding (~1e-7 in float32). `RNNCORE_KERAS_XLA=0`
+turns it off.
 
 A batch without padding (every length equal to the batch's steps) of a model with masked
 layers runs the model's mask-free `full_length_twin`, which takes the inputs alone (no
 lengths to convert and pass, no select per step, exact shapes): at batch 1, length 128, a
-1-layer LSTM's forward went from 2.68 to ~2.3 ms.
+1-layer LSTM's forward went from 2.68 to ~2.3 ms. Compiled, masks cost less and sometimes
+help (Keras' masked loop ran 25% faster than its unmasked one for a 2-layer LSTM, 10% slower
+for a 1-layer one), so XLA also compiles `fully_masked_twin` (every layer masked; lengths
+filled in for unpadded batches) as one of the paths timed.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from rnncore.spec import ModelSpec
 from rnncore.weights import Weights
 
 from . import convert
-from .model import full_length_twin, masks_some_layer, spec_of
+from .model import full_length_twin, fully_masked_twin, masks_every_layer, masks_some_layer, spec_of
 
 
 class _TracedOnReuse:
@@ -72,44 +77,62 @@ def xla_enabled() -> bool:
     return os.environ.get("RNNCORE_KERAS_XLA", "1") != "0"
 
 
+Shape = tuple[int, int]
+GRAPH = "graph"
+
+
 class _Forward:
     """Eval-mode forward: eager, then the traced graph, then XLA for shapes that recur.
 
-    A shape is compiled once the graph has spent as long on it as a compile takes (the last
-    compile's time; a guess before the first): never more than twice the time of the better
-    choice in hindsight, so a few one-off batches (a validation pass of an epoch or two) stay
-    on the graph, and a prediction loop moves to XLA within a second. XLA is not faster for
-    every model and shape (on 2 cores it lost to the graph on a 1-layer LSTM at hidden 128,
-    batch 64, length 128), so the next 2 x `XLA_TRIALS` calls after the compile alternate
-    between XLA and the graph, timed, and the shape stays on XLA only if its median time beats
-    the graph's. (Interleaved, because a busy machine's slow spells hit both paths alike; an
+    A shape is compiled once the graph has spent as long on it as its compiles take (the last
+    compile's time, per XLA variant; a guess before the first): never more than twice the time
+    of the best choice in hindsight, so a few one-off batches (a validation pass of an epoch or
+    two) stay on the graph, and a prediction loop moves on within a second or two.
+
+    Which path is fastest depends on the model and the shape, so it is measured: after the
+    compiles, the next calls go round the paths (the graph and each XLA variant) `XLA_TRIALS`
+    times, timed, and the shape stays on the path with the lowest median. On 2 cores XLA lost
+    to the graph on a 1-layer LSTM at hidden 128, batch 64, length 128; compiled with every
+    layer masked a 2-layer LSTM ran 25% faster than unmasked, a 1-layer one at hidden 256 10%
+    slower. (Round robin, because a busy machine's slow spells then hit every path alike; an
     earlier verdict of 3 XLA calls against the graph's mean before the compile flipped between
     runs of the same model.)
     """
 
-    def __init__(self, fn: Callable[..., Any], spec: ModelSpec, full_length: bool = False):
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        xla_fns: dict[str, Callable[[], Callable[..., Any]]],
+        spec: ModelSpec,
+        full_length: bool = False,
+    ):
         """`fn(inputs, lengths)`, or with `full_length` `fn(inputs)` for batches without padding
-        (their shapes are kept exact: padding steps would make them padded)."""
+        (their shapes are kept exact: padding steps would make them padded). `xla_fns`: by
+        path name, a maker of a function of the same arguments and result to compile."""
         self._signature = _signature(spec)[:1] if full_length else _signature(spec)
         self._graph = _TracedOnReuse(fn, self._signature)
-        self._fn = fn
+        self._xla_makers = xla_fns
+        self._xla: dict[str, Any] = {}  # path -> its jit-compiled tf.function, once used
         self._spec = spec
         self._step_multiple = 1 if full_length else XLA_STEP_MULTIPLE
-        self._xla: Any = None
-        self._graph_s: defaultdict[tuple[int, int], float] = defaultdict(float)
-        self._graph_calls: defaultdict[tuple[int, int], int] = defaultdict(int)
-        self._trials: dict[tuple[int, int], list[float]] = {}  # compiled shapes' timed XLA calls
-        self._graph_trials: defaultdict[tuple[int, int], list[float]] = defaultdict(list)
-        self._verdict: dict[tuple[int, int], str] = {}  # "xla" or "graph", once the trials are done
+        self._graph_s: defaultdict[Shape, float] = defaultdict(float)
+        self._graph_calls: defaultdict[Shape, int] = defaultdict(int)
+        self._trials: dict[Shape, dict[str, list[float]]] = {}  # compiled shapes' timed calls by path
+        self._compiled_paths: defaultdict[Shape, set[str]] = defaultdict(set)
+        self._verdict: dict[Shape, str] = {}  # the path a shape stays on, once the trials are done
         self._compile_s = XLA_COMPILE_S_GUESS
         self._xla_failed = not xla_enabled()
 
     @property
-    def _compiled(self) -> set[tuple[int, int]]:
+    def paths(self) -> list[str]:
+        return [GRAPH, *self._xla_makers]
+
+    @property
+    def _compiled(self) -> set[Shape]:
         return set(self._trials)
 
     @property
-    def decided(self) -> dict[tuple[int, int], str]:
+    def decided(self) -> dict[Shape, str]:
         """The shapes whose trials are done, and the path each stays on."""
         return dict(self._verdict)
 
@@ -122,15 +145,15 @@ class _Forward:
             or (shape not in self._trials and len(self._trials) >= XLA_MAX_SHAPES)
         )
 
-    def _shape(self, inputs: np.ndarray) -> tuple[int, int]:
+    def _shape(self, inputs: np.ndarray) -> Shape:
         return (inputs.shape[0], -(-inputs.shape[1] // self._step_multiple) * self._step_multiple)
 
     def __call__(self, inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        steps = inputs.shape[1]
         shape = self._shape(inputs)
-        if self._use_xla(shape):
+        path = self._path(shape)
+        if path != GRAPH:
             try:
-                return self._run_xla(shape, _pad_steps(self._spec, inputs, shape[1]), lengths, steps)
+                return self._run_xla(path, shape, inputs, lengths)
             except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
                 self._xla_failed = True  # an op XLA cannot compile here; the graph computes the same
         traced = self._graph.traced
@@ -140,50 +163,62 @@ class _Forward:
             elapsed = time.perf_counter() - start
             self._graph_s[shape] += elapsed
             self._graph_calls[shape] += 1
-            if shape in self._trials and shape not in self._verdict:
-                self._graph_trials[shape].append(elapsed)
-                self._decide(shape)
+            self._record(shape, GRAPH, elapsed)
         return out
 
-    def _use_xla(self, shape: tuple[int, int]) -> bool:
-        if self._xla_failed or self._verdict.get(shape) == "graph":
-            return False
-        if shape in self._trials:  # decided for XLA, or trials alternating (XLA first)
-            return shape in self._verdict or len(self._trials[shape]) <= len(self._graph_trials[shape])
-        return self._graph_s[shape] >= self._compile_s and len(self._trials) < XLA_MAX_SHAPES
+    def _path(self, shape: Shape) -> str:
+        if self._xla_failed:
+            return GRAPH
+        if shape in self._verdict:
+            return self._verdict[shape]
+        if shape in self._trials:  # compile each variant, then round robin, fewest trials first
+            uncompiled = [p for p in self._xla_makers if p not in self._compiled_paths[shape]]
+            if uncompiled:
+                return uncompiled[0]
+            trials = self._trials[shape]
+            return min(self.paths, key=lambda p: len(trials[p]))
+        cost = self._compile_s * len(self._xla_makers)
+        if self._graph_s[shape] >= cost and len(self._trials) < XLA_MAX_SHAPES:
+            self._trials[shape] = {p: [] for p in self.paths}
+            return next(iter(self._xla_makers))
+        return GRAPH
 
-    def _run_xla(
-        self, shape: tuple[int, int], inputs: np.ndarray, lengths: np.ndarray, steps: int
-    ) -> np.ndarray:
-        if self._xla is None:
-            self._xla = tf.function(self._fn, input_signature=self._signature, jit_compile=True)
+    def _run_xla(self, path: str, shape: Shape, inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        if path not in self._xla:
+            self._xla[path] = tf.function(
+                self._xla_makers[path](), input_signature=self._signature, jit_compile=True
+            )
+        steps = inputs.shape[1]
+        args = self._args(_pad_steps(self._spec, inputs, shape[1]), lengths)
         start = time.perf_counter()
-        args = self._args(inputs, lengths)
-        out = self._xla(
+        out = self._xla[path](
             *(tf.convert_to_tensor(a, s.dtype) for a, s in zip(args, self._signature, strict=True))
         )
         out = out[:, :steps] if self._spec.per_step_output else out
         result = out.numpy()  # inside the timing: the graph's calls are timed to their result too
         elapsed = time.perf_counter() - start
-        if shape not in self._trials:
-            self._trials[shape] = []
+        if path not in self._compiled_paths[shape]:
+            self._compiled_paths[shape].add(path)
             self._compile_s = elapsed
-        elif shape not in self._verdict:
-            self._trials[shape].append(elapsed)
-            self._decide(shape)
+        else:
+            self._record(shape, path, elapsed)
         return result
 
-    def _decide(self, shape: tuple[int, int]) -> None:
-        xla_s, graph_s = self._trials[shape], self._graph_trials[shape]
-        if len(xla_s) >= XLA_TRIALS and len(graph_s) >= XLA_TRIALS:
-            self._verdict[shape] = "xla" if _xla_is_faster(xla_s, graph_s) else "graph"
+    def _record(self, shape: Shape, path: str, elapsed: float) -> None:
+        if shape not in self._trials or shape in self._verdict:
+            return
+        trials = self._trials[shape]
+        trials[path].append(elapsed)
+        if all(len(times) >= XLA_TRIALS for times in trials.values()):
+            self._verdict[shape] = _fastest(trials)
 
     def _args(self, inputs: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, ...]:
         return (inputs, lengths)[: len(self._signature)]
 
 
-def _xla_is_faster(xla_s: list[float], graph_s: list[float]) -> bool:
-    return float(np.median(xla_s)) < float(np.median(graph_s))
+def _fastest(trials: dict[str, list[float]]) -> str:
+    """The path with the lowest median time (ties: the first, the graph)."""
+    return min(trials, key=lambda path: float(np.median(trials[path])))
 
 
 def _pad_steps(spec: ModelSpec, inputs: np.ndarray, steps: int) -> np.ndarray:
@@ -196,21 +231,40 @@ def _pad_steps(spec: ModelSpec, inputs: np.ndarray, steps: int) -> np.ndarray:
     return np.pad(inputs, widths, constant_values=fill)
 
 
+def _eval_call(model: Any) -> Callable[[Any, Any], Any]:
+    return lambda x, lengths: model([x, lengths], training=False)
+
+
+def _full_length_call(model: Any) -> Callable[[Any], Any]:
+    """`model` on inputs alone, every row valid to the end."""
+
+    def run(x: Any) -> Any:
+        shape = tf.shape(x)
+        return model([x, tf.fill(shape[:1], shape[1])], training=False)
+
+    return run
+
+
 class _Runner:
-    """A model's forward and gradient functions and the bindings that name its gradients."""
+    """A model's forward and gradient functions and the bindings that name its gradients.
+
+    Forward paths (see `_Forward`): padded batches run the model as built, in the graph, or
+    compiled with every layer masked or as built (one variant if it masks every layer already);
+    batches without padding (of a model with masked layers) run its mask-free twin in the graph,
+    or compiled with every layer masked or none. The twins hold the model's layers, not the
+    model, and are built when first used.
+    """
 
     def __init__(self, model: Any):
         spec = spec_of(model)
-        ref = weakref.ref(model)
+        self._model = weakref.ref(model)
         self.bindings = convert.bindings(spec, model)
         variables = [b.variable for b in self.bindings]
         features = spec.input.kind == "features"
         signature = _signature(spec)
 
         def forward(x: Any, lengths: Any) -> Any:
-            model = ref()
-            assert model is not None, "the runner lives only as long as its model"
-            return model([x, lengths], training=False)
+            return _eval_call(self._model_alive())(x, lengths)
 
         def gradient(x: Any, lengths: Any, cotangent: Any) -> Any:
             with tf.GradientTape() as tape:
@@ -223,26 +277,31 @@ class _Runner:
             # the embedding's gradient is IndexedSlices (rows looked up); callers want dense
             return outputs, [tf.convert_to_tensor(g) for g in grads]
 
-        self.forward = _Forward(forward, spec)
+        compiled = {"xla_masked": lambda: _eval_call(fully_masked_twin(self._model_alive()))}
+        if not masks_every_layer(spec):
+            compiled["xla"] = lambda: forward
+        self.forward = _Forward(forward, compiled, spec)
         self.gradient = _TracedOnReuse(gradient, [*signature, tf.TensorSpec(None, spec.dtype)])
-        self._model = ref
         self._full_forward: _Forward | None = None
         self._has_twin = masks_some_layer(spec)
 
+    def _model_alive(self) -> Any:
+        model = self._model()
+        assert model is not None, "the runner lives only as long as its model"
+        return model
+
     def forward_for(self, inputs: np.ndarray, lengths: np.ndarray) -> _Forward:
-        """The forward that computes this batch fastest: the mask-free twin's if nothing is padded."""
+        """The forward for this batch: the mask-free twin's if nothing is padded."""
         if not self._has_twin or int(lengths.min()) != inputs.shape[1]:
             return self.forward
         if self._full_forward is None:
-            model = self._model()
-            assert model is not None, "the runner lives only as long as its model"
-            twin = full_length_twin(model)  # holds the model's layers, not the model
-
-            def full_forward(x: Any) -> Any:
-                shape = tf.shape(x)
-                return twin([x, tf.fill(shape[:1], shape[1])], training=False)
-
-            self._full_forward = _Forward(full_forward, spec_of(model), full_length=True)
+            model = self._model_alive()
+            compiled = {
+                "xla_masked": lambda: _full_length_call(fully_masked_twin(self._model_alive())),
+                "xla_unmasked": lambda: _full_length_call(full_length_twin(self._model_alive())),
+            }
+            graph = _full_length_call(full_length_twin(model))
+            self._full_forward = _Forward(graph, compiled, spec_of(model), full_length=True)
         return self._full_forward
 
 
