@@ -479,14 +479,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--html", help="also write a self-contained HTML page here")
     explain.set_defaults(handler=cmd_explain)
 
-    bench = commands.add_parser(
+    # listed for --help only: main() hands everything after `bench` to the harness before
+    # argparse sees it (a REMAINDER positional would not take a leading --option)
+    commands.add_parser(
         "bench",
         add_help=False,  # --help is the harness's own
         help="run the cross-framework benchmarks (from a source checkout; see `rnncore bench --help`)",
     )
-    # main() hands everything after `bench` to the harness before argparse sees it (a
-    # REMAINDER positional would not take a leading --option)
-    bench.set_defaults(handler=lambda args: cmd_bench([]))
 
     demo = commands.add_parser(
         "demo", help="the main job: train a BiLSTM sentiment classifier, port it, compare the backends"

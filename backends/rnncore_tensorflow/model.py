@@ -162,11 +162,10 @@ def _head(spec: ModelSpec, layers: LayerSource, features: Any, step_mask: Any) -
     return logits
 
 
-# Which recurrent layers of a graph get the step mask: "needed" (see `needs_step_mask` and
-# `pools_in_last_layer`), "none" (`full_length_twin`) or "all" (`fully_masked_twin`).
-
-
 def _graph(spec: ModelSpec, layers: LayerSource, masks: str) -> keras.Model:
+    """The model's graph from `layers`; `masks` says which recurrent layers get the step mask:
+    "needed" (see `needs_step_mask` and `pools_in_last_layer`), "none" (`full_length_twin`) or
+    "all" (`fully_masked_twin`)."""
     x, lengths = _inputs(spec)
     step_mask = layers(StepMask, naming.STEP_MASK, dtype=spec.dtype)(x, lengths)
     seq = _embed(spec, layers, x)

@@ -58,13 +58,17 @@ class _TracedOnReuse:
         return self._traced is not None
 
     def __call__(self, *args: Any) -> Any:
-        tensors = [tf.convert_to_tensor(a, s.dtype) for a, s in zip(args, self._signature, strict=True)]
+        tensors = _as_tensors(args, self._signature)
         self._calls += 1
         if self._calls == 1:
             return self._fn(*tensors)
         if self._traced is None:
             self._traced = tf.function(self._fn, input_signature=self._signature)
         return self._traced(*tensors)
+
+
+def _as_tensors(arrays: tuple[Any, ...], signature: list[tf.TensorSpec]) -> list[Any]:
+    return [tf.convert_to_tensor(a, s.dtype) for a, s in zip(arrays, signature, strict=True)]
 
 
 XLA_STEP_MULTIPLE = 8
@@ -116,7 +120,6 @@ class _Forward:
         self._spec = spec
         self._step_multiple = 1 if full_length else XLA_STEP_MULTIPLE
         self._graph_s: defaultdict[Shape, float] = defaultdict(float)
-        self._graph_calls: defaultdict[Shape, int] = defaultdict(int)
         self._trials: dict[Shape, dict[str, list[float]]] = {}  # compiled shapes' timed calls by path
         self._compiled_paths: defaultdict[Shape, set[str]] = defaultdict(set)
         self._verdict: dict[Shape, str] = {}  # the path a shape stays on, once the trials are done
@@ -162,7 +165,6 @@ class _Forward:
         if traced:  # eager calls and tracing say nothing about the graph's speed
             elapsed = time.perf_counter() - start
             self._graph_s[shape] += elapsed
-            self._graph_calls[shape] += 1
             self._record(shape, GRAPH, elapsed)
         return out
 
@@ -178,7 +180,7 @@ class _Forward:
             trials = self._trials[shape]
             return min(self.paths, key=lambda p: len(trials[p]))
         cost = self._compile_s * len(self._xla_makers)
-        if self._graph_s[shape] >= cost and len(self._trials) < XLA_MAX_SHAPES:
+        if self._graph_s.get(shape, 0.0) >= cost and len(self._trials) < XLA_MAX_SHAPES:
             self._trials[shape] = {p: [] for p in self.paths}
             return next(iter(self._xla_makers))
         return GRAPH
@@ -191,9 +193,7 @@ class _Forward:
         steps = inputs.shape[1]
         args = self._args(_pad_steps(self._spec, inputs, shape[1]), lengths)
         start = time.perf_counter()
-        out = self._xla[path](
-            *(tf.convert_to_tensor(a, s.dtype) for a, s in zip(args, self._signature, strict=True))
-        )
+        out = self._xla[path](*_as_tensors(args, self._signature))
         out = out[:, :steps] if self._spec.per_step_output else out
         result = out.numpy()  # inside the timing: the graph's calls are timed to their result too
         elapsed = time.perf_counter() - start

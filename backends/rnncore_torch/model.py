@@ -244,27 +244,25 @@ def _run_stacked(layers: nn.ModuleList, x: torch.Tensor) -> tuple[torch.Tensor, 
     one contiguous buffer, and would copy them on every call.
     """
     rnns = [cast(nn.RNNBase, rnn) for rnn in layers]
-    first = rnns[0]
     weights = [w for rnn in rnns for w in rnn._flat_weights if w is not None]
-    directions = 2 if first.bidirectional else 1
-    state = x.new_zeros(len(rnns) * directions, x.shape[0], first.hidden_size)
-    # positional flags: has_biases, num_layers, dropout, train, bidirectional, batch_first
-    flags = (first.bias, len(rnns), 0.0, first.training, first.bidirectional, True)
-    if first.mode == "LSTM":
-        out, h, c = torch.lstm(x, [state, state], weights, *flags)
-        return out, (h, c)
-    kernel = {"GRU": torch.gru, "RNN_TANH": torch.rnn_tanh, "RNN_RELU": torch.rnn_relu}[first.mode]
-    return kernel(x, state, weights, *flags)
+    return _fused(rnns[0], x, weights, len(rnns), rnns[0].bidirectional)
 
 
 def _run_direction(rnn: nn.RNNBase, x: torch.Tensor, weights: list[Any]) -> torch.Tensor:
     """One direction through the fused ATen kernel (as the TorchScript export runs it)."""
-    state = x.new_zeros(1, x.shape[0], rnn.hidden_size)
+    return _fused(rnn, x, weights, 1, False)[0]
+
+
+def _fused(
+    rnn: nn.RNNBase, x: torch.Tensor, weights: list[Any], layers: int, bidirectional: bool
+) -> tuple[torch.Tensor, Any]:
+    """The ATen kernel nn.LSTM/GRU/RNN.forward calls, from a zero state: (outputs, final state)."""
+    state = x.new_zeros(layers * (2 if bidirectional else 1), x.shape[0], rnn.hidden_size)
     # positional flags: has_biases, num_layers, dropout, train, bidirectional, batch_first
+    flags = (rnn.bias, layers, 0.0, rnn.training, bidirectional, True)
     if rnn.mode == "LSTM":
-        return torch.lstm(x, [state, state], weights, rnn.bias, 1, 0.0, rnn.training, False, True)[0]
-    if rnn.mode == "GRU":
-        return torch.gru(x, state, weights, rnn.bias, 1, 0.0, rnn.training, False, True)[0]
-    return torch.rnn_tanh(x, state, weights, rnn.bias, 1, 0.0, rnn.training, False, True)[
-        0
-    ]  # relu never runs padded
+        out, h, c = torch.lstm(x, [state, state], weights, *flags)
+        return out, (h, c)
+    kernel = {"GRU": torch.gru, "RNN_TANH": torch.rnn_tanh, "RNN_RELU": torch.rnn_relu}[rnn.mode]
+    out, h = kernel(x, state, weights, *flags)
+    return out, h
