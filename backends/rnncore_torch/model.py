@@ -123,7 +123,7 @@ class RnnModel(nn.Module):
 
     def _encode_full(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
         between_layers = any(self.residual) or (self.training and self.encoder_dropout.p > 0)
-        if len(self.encoder) > 1 and x.device.type == "cpu" and not between_layers:
+        if x.device.type == "cpu" and not between_layers:
             return _run_stacked(self.encoder, x)
         state = None
         for rnn, residual in zip(self.encoder, self.residual, strict=True):
@@ -239,9 +239,9 @@ def _run_stacked(layers: nn.ModuleList, x: torch.Tensor) -> tuple[torch.Tensor, 
 
     What `nn.LSTM(num_layers=N)` runs: the kernel loops over the layers in C++, where one call per
     layer pays nn.RNNBase's Python checks each time (~0.15 ms of a 1.2 ms forward of a 2-layer
-    LSTM at batch 1, length 32). The layers' weight lists, concatenated, are the multi-layer
-    module's (per layer, per direction: w_ih, w_hh, b_ih, b_hh). CPU only: cuDNN wants them in
-    one contiguous buffer, and would copy them on every call.
+    LSTM at batch 1, length 32; a single layer skips them too). The layers' weight lists,
+    concatenated, are the multi-layer module's (per layer, per direction: w_ih, w_hh, b_ih,
+    b_hh). CPU only: cuDNN wants them in one contiguous buffer, and would copy them on every call.
     """
     rnns = [cast(nn.RNNBase, rnn) for rnn in layers]
     weights = [w for rnn in rnns for w in rnn._flat_weights if w is not None]
