@@ -2,19 +2,22 @@
 
 rnncore's Keras model (`rnncore.build(spec, "tensorflow")`) runs through the backend's forward
 (`rnncore_keras`: numpy in and out, a traced graph and, once a batch shape has recurred, that
-shape XLA-compiled) and through the public `rnncore.predict` (`rnncore_keras_api`, the same after
-input checks); both are timed in their steady state (`settle_s` reports the calls before it).
-Training is the backend trainer's traced step, as `rnncore train` runs it. The baselines are the model of
-`keras_models.build` driven by hand-written `tf.function` steps, as in Keras' "custom training
-loop" guide: `model(x, training=False)` for prediction; GradientTape, sparse categorical
-cross-entropy from logits and `keras.optimizers.Adam.apply_gradients` for training; once plain
-(`keras_tf`) and once with XLA (`jit_compile=True`, `keras_tf_xla`). Inputs are converted from
-numpy and outputs back inside the timed call, as rnncore does.
+shape XLA-compiled where that is faster) and through the public `rnncore.predict`
+(`rnncore_keras_api`, the same after input checks). Training is the backend trainer's step, as
+`rnncore train` runs it (the graph's step, or the whole step XLA-compiled, chosen per recurring
+shape the same way). Both are timed in their steady state (`settle_s` reports the calls before
+it). The baselines are the model of `keras_models.build` driven by hand-written `tf.function`
+steps, as in Keras' "custom training loop" guide: `model(x, training=False)` for prediction;
+GradientTape, sparse categorical cross-entropy from logits and
+`keras.optimizers.Adam.apply_gradients` for training; once plain (`keras_tf`) and once with XLA
+(`jit_compile=True`, `keras_tf_xla`). Inputs are converted from numpy and outputs back inside
+the timed call, as rnncore does.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -67,34 +70,32 @@ def baseline(point: Point, xla: bool) -> Impl:
 
 
 class _Settling:
-    """A call of rnncore's Keras forward, and `settle()`: call it until its shape's path is decided.
+    """A call of rnncore's Keras model, and `settle()`: call it until its batch shape's path is final.
 
-    rnncore's runtime compiles a recurring batch shape with XLA once the graph has spent as long
-    on it as a compile takes, times a few XLA calls and keeps the faster path for that shape
-    (`rnncore_tensorflow.runtime._Forward`); the harness times the steady state and reports the
-    calls before it as `settle_s`.
+    rnncore's runtime (forward) and trainer (training step) compile a recurring batch shape with
+    XLA once the graph has spent as long on it as a compile takes, time the paths round robin
+    and keep the fastest for that shape (`rnncore_tensorflow.runtime.PathChooser`); the harness
+    times the steady state and reports the calls before it as `settle_s`.
     """
 
-    def __init__(self, call: Runner, model: Any, batch: tuple[np.ndarray, np.ndarray], limit_s: float = 30.0):
-        self._call, self._model, self._batch, self._limit_s = call, model, batch, limit_s
+    def __init__(self, call: Runner, settled: Callable[[], bool], limit_s: float = 30.0):
+        self._call, self._settled, self._limit_s = call, settled, limit_s
 
     def __call__(self) -> Any:
         return self._call()
 
     def settle(self) -> None:
-        from rnncore_tensorflow import runtime
-
-        ids, lengths = self._batch
-        forward = runtime._runner(self._model).forward_for(ids, lengths)
         end = time.perf_counter() + self._limit_s
         # (a shape another runner of the same model has settled is settled already)
-        while not forward.settled(ids) and time.perf_counter() < end:
+        while not self._settled() and time.perf_counter() < end:
             self._call()
 
 
 def rnncore_keras(point: Point) -> list[Impl]:
     """rnncore's Keras model through the backend's forward (as `rnncore.predict` runs it, after its
-    checks) and through `rnncore.predict`; training through the backend trainer's traced step."""
+    checks) and through `rnncore.predict`; training through the backend trainer's step."""
+    from rnncore_tensorflow import runtime
+
     import rnncore
     from rnncore.registry import get_backend
     from rnncore.train.config import TrainConfig
@@ -104,21 +105,28 @@ def rnncore_keras(point: Point) -> list[Impl]:
     backend = get_backend("tensorflow")
     trainer = backend.make_trainer(model, TrainConfig(optimizer="adam", lr=1e-3))
 
+    def forward_settled(ids: np.ndarray, lengths: np.ndarray) -> Callable[[], bool]:
+        return lambda: runtime._runner(model).forward_for(ids, lengths).settled(ids)
+
     def runner(mode: str, arrays: dict[str, np.ndarray], point: Point) -> Runner:
         ids, lengths, labels = arrays["ids"], arrays["lengths"], arrays["labels"]
         if mode == "forward":
-            return _Settling(lambda: backend.predict(model, ids, lengths), model, (ids, lengths))
-        return lambda: trainer.step(ids, lengths, labels, 1e-3)
+            return _Settling(lambda: backend.predict(model, ids, lengths), forward_settled(ids, lengths))
+
+        def step() -> float:
+            return trainer.step(ids, lengths, labels, 1e-3)
+
+        return _Settling(step, lambda: trainer.settled(ids, lengths))
 
     def api(mode: str, arrays: dict[str, np.ndarray], point: Point) -> Runner | None:
         if mode != "forward":
             return None  # training goes through the trainer in both
         ids, lengths = arrays["ids"], arrays["lengths"]
-        return _Settling(lambda: rnncore.predict(model, ids, lengths), model, (ids, lengths))
+        return _Settling(lambda: rnncore.predict(model, ids, lengths), forward_settled(ids, lengths))
 
     return [
         Impl("rnncore_keras", "tensorflow", True, runner, "rnncore's Keras backend forward (graph, then "
-             "XLA for a recurring shape); training: the backend trainer's traced step"),
+             "XLA for a recurring shape); training: the backend trainer's step (the same)"),
         Impl("rnncore_keras_api", "tensorflow", True, api, "rnncore.predict(model, ids, lengths)"),
     ]  # fmt: skip
 

@@ -201,14 +201,14 @@ def test_keras_forward_compiles_shapes_that_recur_and_still_matches_the_oracle(p
     for out in outputs:  # eager, graph, every compiled variant, the chosen path
         assert out.shape == expected.shape
         assert_close(out, expected, "outputs", dtype)
-    assert forward._compiled == {(4, 8)}
-    trials = forward._trials[(4, 8)]
-    assert set(trials) == set(forward.paths)
+    assert forward.chooser.compiled_shapes == {(4, 8)}
+    trials = forward.chooser._trials[(4, 8)]
+    assert set(trials) == set(forward.chooser.paths)
     # compiled with every layer masked, and as built where that is not the same graph
     as_built = [] if masks_every_layer(spec_for(point)) else ["xla"]
-    assert forward.paths == ["graph", "xla_masked", *as_built]
+    assert forward.chooser.paths == ["graph", "xla_masked", *as_built]
     assert all(len(times) == runtime.XLA_TRIALS for times in trials.values()), trials
-    assert forward.decided[(4, 8)] in forward.paths
+    assert forward.chooser.decided[(4, 8)] in forward.chooser.paths
 
 
 def test_keras_forward_returns_to_the_graph_where_xla_was_slower(monkeypatch):
@@ -216,9 +216,9 @@ def test_keras_forward_returns_to_the_graph_where_xla_was_slower(monkeypatch):
 
     monkeypatch.setattr(runtime, "_fastest", lambda trials: runtime.GRAPH)
     forward, outputs, expected, dtype = _predicted_often(monkeypatch, KERAS_XLA_POINTS[1])
-    assert forward.decided == {(4, 8): "graph"}
+    assert forward.chooser.decided == {(4, 8): "graph"}
     # no call on any path was timed after the verdict (the last call ran the graph)
-    assert all(len(times) == runtime.XLA_TRIALS for times in forward._trials[(4, 8)].values())
+    assert all(len(times) == runtime.XLA_TRIALS for times in forward.chooser._trials[(4, 8)].values())
     assert_close(outputs[-1], expected, "outputs", dtype)
 
 
@@ -236,14 +236,14 @@ def test_keras_batches_without_padding_run_the_mask_free_twin(point, monkeypatch
     runner = runtime._runner(model)
     twin_forward = runner.forward_for(x, full)
     assert twin_forward is not runner.forward
-    assert twin_forward.paths == ["graph", "xla_masked", "xla_unmasked"]
+    assert twin_forward.chooser.paths == ["graph", "xla_masked", "xla_unmasked"]
     for _ in range(100):  # eager, graph, both compiled variants, trials, verdict
         assert_close(rnncore.predict(model, x, full), expected, "outputs", spec.dtype)
         if twin_forward.settled(x):
             break
-    assert twin_forward.decided[(4, 7)] in twin_forward.paths
-    assert twin_forward._compiled == {(4, 7)}, "no padding to a step multiple: exact shapes"
-    assert runner.forward._graph_s == {}, "the masked forward should not have run"
+    assert twin_forward.chooser.decided[(4, 7)] in twin_forward.chooser.paths
+    assert twin_forward.chooser.compiled_shapes == {(4, 7)}, "no padding to a step multiple: exact shapes"
+    assert runner.forward.chooser._graph_s == {}, "the masked forward should not have run"
     padded = full.copy()
     padded[1] = 3
     assert runner.forward_for(x, padded) is runner.forward
@@ -266,10 +266,10 @@ def test_keras_xla_verdict_takes_the_lowest_median_time():
 
 def test_keras_forward_stays_on_the_graph_when_xla_is_off(monkeypatch):
     forward, *_ = _predicted_often(monkeypatch, KERAS_XLA_POINTS[0], 4, xla="0")
-    assert forward._compiled == set()
+    assert forward.chooser.compiled_shapes == set()
 
 
 def test_keras_forward_keeps_a_shape_on_the_graph_until_it_has_cost_a_compile(monkeypatch):
     forward, *_ = _predicted_often(monkeypatch, KERAS_XLA_POINTS[0], 4, compile_s_guess=60.0)
-    assert forward._compiled == set()
-    assert 0 < forward._graph_s[(4, 8)] < 60.0  # two graph calls timed (not the eager one or the trace)
+    assert forward.chooser.compiled_shapes == set()
+    assert 0 < forward.chooser._graph_s[(4, 8)] < 60.0  # two graph calls timed (not eager, not the trace)

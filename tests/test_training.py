@@ -7,6 +7,8 @@ every canonical weight agrees within the "training" tolerance of `rnncore.tolera
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -181,7 +183,7 @@ def test_keras_update_falls_back_when_xla_cannot_compile_it(monkeypatch):
         assert_close(weights[key], expected[key], "training", "float64")
 
 
-def test_keras_errors_after_a_working_xla_update_are_raised():
+def test_keras_errors_after_a_working_xla_update_are_raised(monkeypatch):
     import tensorflow as tf
 
     spec = _spec("float32")
@@ -189,6 +191,102 @@ def test_keras_errors_after_a_working_xla_update_are_raised():
     trainer = rnncore.get_backend("tensorflow").make_trainer(model, CONFIGS["adam"])
     x, lengths, y = next(_batches(spec, 1))
     trainer.step(x, lengths, y, 0.01)
+
+    def failing(full_length):
+        def run(args):
+            raise tf.errors.InvalidArgumentError(None, None, "a batch the graph rejects")
+
+        return run
+
+    monkeypatch.setattr(trainer, "_step_paths", failing)
     with pytest.raises(tf.errors.InvalidArgumentError):
-        trainer.step(x, lengths, np.full_like(y, 7), 0.01)  # labels beyond the 3 classes
+        trainer.step(x, lengths, y, 0.01)
     assert trainer.use_xla, "a bad batch is not a reason to drop XLA"
+
+
+@pytest.mark.parametrize(
+    "task, bad, message",
+    [
+        ("classification", lambda y: y * 0 + 3, "label 3 is not one of the head's 3 classes"),
+        ("classification", lambda y: y * 0 - 1, "label -1 is not one of the head's 3 classes"),
+        ("classification", lambda y: y[:-1], "targets have shape (5,); this model's loss needs (6,)"),
+        ("classification", lambda y: y.astype(float), "class labels must be integers"),
+        ("tagging", lambda y: np.where(y == 0, 5, y), "label 5 is not one of the head's 3 classes"),
+    ],
+)
+def test_bad_labels_are_refused_before_any_weight_moves(backend, task, bad, message):
+    # XLA-compiled steps would gather out-of-range labels and train on NaN; both backends check
+    # every batch in numpy first, with one message.
+    from rnncore.batch import InputError
+
+    spec = _spec("float32", task=task)
+    start = rnncore.init_weights(spec, seed=4)
+    model = rnncore.build(spec, backend=backend, weights=start)
+    trainer = rnncore.get_backend(backend).make_trainer(model, CONFIGS["adam"])
+    x, lengths, y = next(_batches(spec, 1))
+    with pytest.raises(InputError, match=re.escape(message)):
+        trainer.step(x, lengths, bad(y), 0.01)
+    after = rnncore.get_weights(model)
+    assert all(np.array_equal(after[k], start[k]) for k in start)
+    assert int(trainer.optimizer_state()["step"]) == 0
+
+
+def test_tagging_labels_past_a_row_length_or_ignored_are_not_checked(backend):
+    spec = _spec("float64", task="tagging")
+    model = rnncore.build(spec, backend=backend, weights=rnncore.init_weights(spec, seed=4))
+    trainer = rnncore.get_backend(backend).make_trainer(model, CONFIGS["adam"])
+    x, lengths, y = next(_batches(spec, 1))
+    y = y.copy()
+    y[1, 1:] = 99  # row 1 has length 1: its steps 1.. do not count
+    y[0, 0] = -100
+    assert np.isfinite(trainer.step(x, lengths, y, 0.01))
+
+
+def test_keras_whole_step_xla_trains_to_torch_weights(monkeypatch):
+    # Shapes that recur are compiled whole (forward, backward, update) and timed against the
+    # graph's step; whichever path wins, 50 steps end at torch's weights.
+    from rnncore_tensorflow import runtime
+
+    monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)  # compile on the first traced step
+    spec = _spec("float32", cell="gru", pooling="last")
+    config, start = CONFIGS["adam"], rnncore.init_weights(spec, seed=4)
+    torch_model, _, torch_losses = _train(spec, "torch", config, start, full_every=2)
+    keras_model, trainer, keras_losses = _train(spec, "tensorflow", config, start, full_every=2)
+    for full_length in (False, True):  # padded batches and unpadded ones (the twin's step)
+        chooser = trainer._paths[full_length].chooser
+        assert chooser.paths == ["graph", "xla"]
+        assert chooser.compiled_shapes == {(6, 9)}
+        assert chooser.decided[(6, 9)] in chooser.paths
+        assert all(len(t) == runtime.XLA_TRIALS for t in chooser._trials[(6, 9)].values())
+    np.testing.assert_allclose(keras_losses, torch_losses, rtol=1e-4)
+    a, b = rnncore.get_weights(torch_model), rnncore.get_weights(keras_model)
+    for key in a:
+        assert_close(b[key], a[key], "training", "float32")
+    assert int(trainer.optimizer_state()["step"]) == STEPS
+
+
+def test_keras_whole_step_falls_back_to_the_graph_when_xla_cannot_compile_it(monkeypatch):
+    import tensorflow as tf
+    from rnncore_tensorflow import runtime
+    from rnncore_tensorflow.train import Trainer
+
+    step = Trainer._step
+
+    def printing_step(self, *args, **kwargs):
+        tf.print("step")  # PrintV2 has no XLA kernel: compiling the whole step fails
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)
+    monkeypatch.setattr(Trainer, "_step", printing_step)
+    spec = _spec("float64", cell="lstm")
+    config, start = CONFIGS["adam"], rnncore.init_weights(spec, seed=4)
+    torch_model, _, _ = _train(spec, "torch", config, start)
+    weights, trainer = _keras_weights_after_training(spec, config, start)
+    chooser = trainer._paths[False].chooser
+    assert chooser.settled((6, 9)) and chooser.path((6, 9)) == "graph"
+    assert chooser.compiled_shapes == {(6, 9)}, "the compile should have been tried"
+    assert trainer.use_xla, "the update alone still compiles"
+    assert int(trainer.optimizer_state()["step"]) == STEPS, "the failed compile must not count a step"
+    expected = rnncore.get_weights(torch_model)
+    for key in expected:
+        assert_close(weights[key], expected[key], "training", "float64")

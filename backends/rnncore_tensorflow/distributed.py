@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from rnncore.train.config import TrainConfig
 from rnncore.train.distributed import Shard
-from rnncore.train.losses import loss_name
+from rnncore.train.losses import check_training_batch, loss_name
 
 from .train import Trainer
 
@@ -54,15 +54,17 @@ class DistributedTrainer(Trainer):
         self.strategy = strategy
         with strategy.scope():  # slots and step count become mirrored variables
             super().__init__(model, config)
+        self._distributed_fn: Any = None
 
     def step(
         self, inputs: np.ndarray, lengths: np.ndarray, targets: np.ndarray, lr: float, weight: float = 1.0
     ) -> float:
         """One update on this worker's rows; returns the loss of the whole global batch."""
-        if self._step_fn is None:
-            self._step_fn = tf.function(self._distributed_step, input_signature=_step_signature(self))
+        inputs, lengths, targets = check_training_batch(self.spec, inputs, lengths, targets)
+        if self._distributed_fn is None:
+            self._distributed_fn = tf.function(self._distributed_step, input_signature=_step_signature(self))
         x_spec, _, y_spec, _, _ = _step_signature(self)
-        loss = self._step_fn(
+        loss = self._distributed_fn(
             tf.constant(np.asarray(inputs, dtype=x_spec.dtype.as_numpy_dtype)),
             tf.constant(np.asarray(lengths, dtype=np.int32)),
             tf.constant(np.asarray(targets, dtype=y_spec.dtype.as_numpy_dtype)),

@@ -85,13 +85,13 @@ Shape = tuple[int, int]
 GRAPH = "graph"
 
 
-class _Forward:
-    """Eval-mode forward: eager, then the traced graph, then XLA for shapes that recur.
+class PathChooser:
+    """Which path runs each batch shape: the graph, or one of the XLA-compiled variants.
 
     A shape is compiled once the graph has spent as long on it as its compiles take (the last
     compile's time, per XLA variant; a guess before the first): never more than twice the time
     of the best choice in hindsight, so a few one-off batches (a validation pass of an epoch or
-    two) stay on the graph, and a prediction loop moves on within a second or two.
+    two) stay on the graph, and a loop over one shape moves on within a second or two.
 
     Which path is fastest depends on the model and the shape, so it is measured: after the
     compiles, the next calls go round the paths (the graph and each XLA variant) `XLA_TRIALS`
@@ -101,7 +101,84 @@ class _Forward:
     slower. (Round robin, because a busy machine's slow spells then hit every path alike; an
     earlier verdict of 3 XLA calls against the graph's mean before the compile flipped between
     runs of the same model.)
+
+    The caller runs the path it is given and reports the time with `ran` (graph calls only
+    once traced: eager calls and tracing say nothing about the graph's speed), or `failed()`
+    when XLA cannot compile here, which keeps everything on the graph from then on.
     """
+
+    def __init__(self, variants: list[str]):
+        self.variants = variants
+        self._graph_s: defaultdict[Shape, float] = defaultdict(float)
+        self._trials: dict[Shape, dict[str, list[float]]] = {}  # compiled shapes' timed calls by path
+        self._compiled_paths: defaultdict[Shape, set[str]] = defaultdict(set)
+        self._verdict: dict[Shape, str] = {}  # the path a shape stays on, once the trials are done
+        self._compile_s = XLA_COMPILE_S_GUESS
+        self._failed = not xla_enabled()
+
+    @property
+    def paths(self) -> list[str]:
+        return [GRAPH, *self.variants]
+
+    @property
+    def compiled_shapes(self) -> set[Shape]:
+        return set(self._trials)
+
+    @property
+    def decided(self) -> dict[Shape, str]:
+        """The shapes whose trials are done, and the path each stays on."""
+        return dict(self._verdict)
+
+    def settled(self, shape: Shape) -> bool:
+        """Whether the path for `shape` is final (timed runs start here)."""
+        return (
+            self._failed
+            or shape in self._verdict
+            or (shape not in self._trials and len(self._trials) >= XLA_MAX_SHAPES)
+        )
+
+    def failed(self) -> None:
+        self._failed = True
+
+    def compiled(self, shape: Shape, path: str) -> bool:
+        return path in self._compiled_paths[shape]
+
+    def path(self, shape: Shape) -> str:
+        if self._failed:
+            return GRAPH
+        if shape in self._verdict:
+            return self._verdict[shape]
+        if shape in self._trials:  # compile each variant, then round robin, fewest trials first
+            uncompiled = [p for p in self.variants if not self.compiled(shape, p)]
+            if uncompiled:
+                return uncompiled[0]
+            trials = self._trials[shape]
+            return min(self.paths, key=lambda p: len(trials[p]))
+        cost = self._compile_s * len(self.variants)
+        if self._graph_s.get(shape, 0.0) >= cost and len(self._trials) < XLA_MAX_SHAPES:
+            self._trials[shape] = {p: [] for p in self.paths}
+            return self.variants[0]
+        return GRAPH
+
+    def ran(self, shape: Shape, path: str, elapsed: float) -> None:
+        """`path` ran a batch of `shape` in `elapsed` seconds (a variant's first run: its compile)."""
+        if path == GRAPH:
+            self._graph_s[shape] += elapsed
+        elif not self.compiled(shape, path):
+            self._compiled_paths[shape].add(path)
+            self._compile_s = elapsed
+            return
+        if shape not in self._trials or shape in self._verdict:
+            return
+        trials = self._trials[shape]
+        trials[path].append(elapsed)
+        if all(len(times) >= XLA_TRIALS for times in trials.values()):
+            self._verdict[shape] = _fastest(trials)
+
+
+class _Forward:
+    """Eval-mode forward: eager, then the traced graph, then XLA for shapes that recur (the
+    path per shape is `PathChooser`'s)."""
 
     def __init__(
         self,
@@ -119,71 +196,29 @@ class _Forward:
         self._xla: dict[str, Any] = {}  # path -> its jit-compiled tf.function, once used
         self._spec = spec
         self._step_multiple = 1 if full_length else XLA_STEP_MULTIPLE
-        self._graph_s: defaultdict[Shape, float] = defaultdict(float)
-        self._trials: dict[Shape, dict[str, list[float]]] = {}  # compiled shapes' timed calls by path
-        self._compiled_paths: defaultdict[Shape, set[str]] = defaultdict(set)
-        self._verdict: dict[Shape, str] = {}  # the path a shape stays on, once the trials are done
-        self._compile_s = XLA_COMPILE_S_GUESS
-        self._xla_failed = not xla_enabled()
-
-    @property
-    def paths(self) -> list[str]:
-        return [GRAPH, *self._xla_makers]
-
-    @property
-    def _compiled(self) -> set[Shape]:
-        return set(self._trials)
-
-    @property
-    def decided(self) -> dict[Shape, str]:
-        """The shapes whose trials are done, and the path each stays on."""
-        return dict(self._verdict)
+        self.chooser = PathChooser(list(xla_fns))
 
     def settled(self, inputs: np.ndarray) -> bool:
         """Whether the path for batches shaped like `inputs` is final (timed runs start here)."""
-        shape = self._shape(inputs)
-        return (
-            self._xla_failed
-            or shape in self._verdict
-            or (shape not in self._trials and len(self._trials) >= XLA_MAX_SHAPES)
-        )
+        return self.chooser.settled(self._shape(inputs))
 
     def _shape(self, inputs: np.ndarray) -> Shape:
         return (inputs.shape[0], -(-inputs.shape[1] // self._step_multiple) * self._step_multiple)
 
     def __call__(self, inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         shape = self._shape(inputs)
-        path = self._path(shape)
+        path = self.chooser.path(shape)
         if path != GRAPH:
             try:
                 return self._run_xla(path, shape, inputs, lengths)
             except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
-                self._xla_failed = True  # an op XLA cannot compile here; the graph computes the same
+                self.chooser.failed()  # an op XLA cannot compile here; the graph computes the same
         traced = self._graph.traced
         start = time.perf_counter()
         out = self._graph(*self._args(inputs, lengths)).numpy()
         if traced:  # eager calls and tracing say nothing about the graph's speed
-            elapsed = time.perf_counter() - start
-            self._graph_s[shape] += elapsed
-            self._record(shape, GRAPH, elapsed)
+            self.chooser.ran(shape, GRAPH, time.perf_counter() - start)
         return out
-
-    def _path(self, shape: Shape) -> str:
-        if self._xla_failed:
-            return GRAPH
-        if shape in self._verdict:
-            return self._verdict[shape]
-        if shape in self._trials:  # compile each variant, then round robin, fewest trials first
-            uncompiled = [p for p in self._xla_makers if p not in self._compiled_paths[shape]]
-            if uncompiled:
-                return uncompiled[0]
-            trials = self._trials[shape]
-            return min(self.paths, key=lambda p: len(trials[p]))
-        cost = self._compile_s * len(self._xla_makers)
-        if self._graph_s.get(shape, 0.0) >= cost and len(self._trials) < XLA_MAX_SHAPES:
-            self._trials[shape] = {p: [] for p in self.paths}
-            return next(iter(self._xla_makers))
-        return GRAPH
 
     def _run_xla(self, path: str, shape: Shape, inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         if path not in self._xla:
@@ -196,21 +231,8 @@ class _Forward:
         out = self._xla[path](*_as_tensors(args, self._signature))
         out = out[:, :steps] if self._spec.per_step_output else out
         result = out.numpy()  # inside the timing: the graph's calls are timed to their result too
-        elapsed = time.perf_counter() - start
-        if path not in self._compiled_paths[shape]:
-            self._compiled_paths[shape].add(path)
-            self._compile_s = elapsed
-        else:
-            self._record(shape, path, elapsed)
+        self.chooser.ran(shape, path, time.perf_counter() - start)
         return result
-
-    def _record(self, shape: Shape, path: str, elapsed: float) -> None:
-        if shape not in self._trials or shape in self._verdict:
-            return
-        trials = self._trials[shape]
-        trials[path].append(elapsed)
-        if all(len(times) >= XLA_TRIALS for times in trials.values()):
-            self._verdict[shape] = _fastest(trials)
 
     def _args(self, inputs: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, ...]:
         return (inputs, lengths)[: len(self._signature)]

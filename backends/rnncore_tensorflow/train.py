@@ -10,9 +10,18 @@ one pass per variable: op by op, every op is a pass over memory (Adam on a 20000
 embedding: 10 ms per step on 2 cores, 3.4 ms compiled). XLA keeps the float operations
 (no fast-math on CPU), so results stay torch's; TensorFlow's own fused `ResourceApplyAdam`
 would be as fast but computes `1 - beta2` in float32 (1.3e-5 relative off torch's), which
-moves float32 weights beyond the training tolerance within 50 steps. Forward and backward stay
-in the graph: a whole Keras training step compiled by XLA was slower than the graph's on 2
-cores at batch 64 (`keras_tf_xla` in the benchmarks), faster only at batch 1.
+moves float32 weights beyond the training tolerance within 50 steps.
+
+The whole step (forward, backward and update) compiled by XLA is faster still on some shapes
+and slower on others: on 2 cores 1.3-1.9x faster at batch 1 and hidden 128, 15% faster for a
+GRU at hidden 512, batch 64, 10-50% slower for LSTMs at batch 64. So each batch shape that
+recurs is decided as the forward's are (`runtime.PathChooser`): the graph's step first, the
+whole step compiled once the graph has spent as long on the shape as a compile takes (1-2 s),
+then both timed in turn and the faster kept. Results agree to float rounding either way, but
+which path a shape takes depends on timing, so two runs of one seed can differ in the last
+bits (as with cuDNN's autotuning); `RNNCORE_KERAS_XLA=0` keeps every step on one path (the
+graph, op by op). Batches are checked in numpy before the step
+(`check_training_batch`): compiled, an out-of-range label would train on NaN, not raise.
 
 Optimizer slots live in native layout, one per Keras variable, and are exchanged in canonical
 names through the same bindings as the weights (the layout maps are permutations and
@@ -21,18 +30,22 @@ transposes, which commute with the elementwise optimizer math).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from rnncore.train.config import TrainConfig
-from rnncore.train.losses import IGNORE_INDEX, loss_name
+from rnncore.train.losses import IGNORE_INDEX, check_training_batch, loss_name
 from rnncore.weights import Weights
 
 from . import convert
 from .model import full_length_twin, masks_some_layer, spec_of
-from .runtime import xla_enabled
+from .runtime import GRAPH, PathChooser, xla_enabled
+
+XLA = "xla"  # the whole step compiled (forward, backward and update)
 
 _SLOTS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq")}
 
@@ -53,6 +66,48 @@ def compute_loss(name: str, outputs: Any, targets: Any, lengths: Any) -> Any:
     return tf.reduce_sum(per_step * valid_f) / tf.maximum(tf.reduce_sum(valid_f), 1.0)
 
 
+class _StepPaths:
+    """One traced training step, run per batch shape in the graph or compiled whole by XLA, as
+    `PathChooser` decides (the graph first; XLA once a shape has recurred long enough to pay
+    for its compile, kept only where it timed faster).
+
+    Every trial is a real step: both paths compute the same update (to float rounding), so the
+    trials train as well as any other step. Shapes are exact (a training batch is not padded
+    to recur: padded steps would cost their backward pass too).
+    """
+
+    def __init__(self, step: Callable[..., Any], xla: bool):
+        self._step = step
+        self._graph = tf.function(step, reduce_retracing=True)
+        self._xla: Any = None
+        self.chooser = PathChooser([XLA])
+        if not xla:
+            self.chooser.failed()
+
+    def __call__(self, args: list[Any]) -> float:
+        shape = (int(args[0].shape[0]), int(args[0].shape[1]))
+        if self.chooser.path(shape) == XLA:
+            if self._xla is None:
+                self._xla = tf.function(self._step, reduce_retracing=True, jit_compile=True)
+            try:
+                start = time.perf_counter()
+                loss = float(self._xla(*args))
+                self.chooser.ran(shape, XLA, time.perf_counter() - start)  # the first: its compile
+                return loss
+            except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, tf.errors.InternalError):
+                if self.chooser.compiled(shape, XLA):
+                    raise  # it compiled and ran before: this error is the batch's, not XLA's
+                # XLA cannot compile this step here; the failed call changed nothing (the whole
+                # step is the compiled call). The graph computes the same.
+                self.chooser.failed()
+        traces = self._graph.experimental_get_tracing_count()
+        start = time.perf_counter()
+        loss = float(self._graph(*args))
+        if self._graph.experimental_get_tracing_count() == traces:  # a trace says nothing of speed
+            self.chooser.ran(shape, GRAPH, time.perf_counter() - start)
+        return loss
+
+
 class Trainer:
     """One model, its optimizer slots, and one traced training step."""
 
@@ -67,52 +122,58 @@ class Trainer:
             for slot in _SLOTS[config.optimizer]
         }
         self.steps = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self._step_fn: Any = None
-        self._full_step_fn: Any = None
-        self.use_xla = xla_enabled()  # for the update; see the module's docstring
+        self._paths: dict[bool, _StepPaths] = {}  # by "no row padded" (the twin's step)
+        self.use_xla = xla_enabled()  # for the update in the graph's step; see the module's docstring
         self._xla_ran = False
 
     def step(self, inputs: np.ndarray, lengths: np.ndarray, targets: np.ndarray, lr: float) -> float:
+        inputs, lengths, targets = check_training_batch(self.spec, inputs, lengths, targets)
+        full_length = self._full_length(inputs, lengths)
+        args = self._tensors(inputs, lengths, targets, lr)
         try:
-            loss = self._traced_step(inputs, lengths, targets, lr)
+            loss = self._step_paths(full_length)(args)
         except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, tf.errors.InternalError):
             if not self.use_xla or self._xla_ran:
                 raise
-            # XLA could not compile here (a GPU without its toolchain, say); the failed step
-            # changed nothing (the whole update, step count included, is the compiled call).
-            # Trace again with the update op by op; an error that was not XLA's recurs there.
-            self.use_xla, self._step_fn, self._full_step_fn = False, None, None
-            return self._traced_step(inputs, lengths, targets, lr)
+            # XLA could not compile the update here (a GPU without its toolchain, say); the
+            # failed step changed nothing (the whole update, step count included, is the
+            # compiled call). Trace again with everything op by op; an error that was not
+            # XLA's recurs there.
+            self.use_xla, self._paths = False, {}
+            return self._step_paths(full_length)(args)
         self._xla_ran = self.use_xla
         return loss
 
-    def _traced_step(self, inputs: np.ndarray, lengths: np.ndarray, targets: np.ndarray, lr: float) -> float:
-        if masks_some_layer(self.spec) and int(np.min(lengths)) == inputs.shape[1]:
-            # No row is padded: the twin without step masks computes the same, 5-10% faster
-            # (Keras selects outputs and states per masked step). Traced on its own. (Models
-            # whose layers need no mask run without one anyway.)
-            if self._full_step_fn is None:
-                twin = full_length_twin(self.model)
+    def settled(self, inputs: np.ndarray, lengths: np.ndarray) -> bool:
+        """Whether steps on batches shaped like this have their final path (graph or XLA)."""
+        return self._step_paths(self._full_length(inputs, lengths)).chooser.settled(inputs.shape[:2])
 
-                def full_step(x: Any, lengths: Any, targets: Any, lr: Any) -> Any:
-                    return self._step(x, lengths, targets, lr, model=twin)
+    def _full_length(self, inputs: np.ndarray, lengths: np.ndarray) -> bool:
+        # No row padded: the twin without step masks computes the same, 5-10% faster (Keras
+        # selects outputs and states per masked step). (Models whose layers need no mask run
+        # without one anyway.)
+        return masks_some_layer(self.spec) and int(np.min(lengths)) == inputs.shape[1]
 
-                self._full_step_fn = tf.function(full_step, reduce_retracing=True)
-            step_fn = self._full_step_fn
-        else:
-            if self._step_fn is None:
-                self._step_fn = tf.function(self._step, reduce_retracing=True)
-            step_fn = self._step_fn
+    def _step_paths(self, full_length: bool) -> _StepPaths:
+        if full_length not in self._paths:
+            model = full_length_twin(self.model) if full_length else self.model
+
+            def step(x: Any, lengths: Any, targets: Any, lr: Any) -> Any:
+                return self._step(x, lengths, targets, lr, model=model)
+
+            self._paths[full_length] = _StepPaths(step, xla=self.use_xla)
+        return self._paths[full_length]
+
+    def _tensors(self, inputs: np.ndarray, lengths: np.ndarray, targets: np.ndarray, lr: float) -> list[Any]:
         target_dtype = (
             self.dtype if loss_name(self.spec) in ("binary_cross_entropy", "mean_squared_error") else tf.int64
         )
-        loss = step_fn(
+        return [
             tf.convert_to_tensor(inputs),
             tf.convert_to_tensor(lengths.astype(np.int32)),
             tf.convert_to_tensor(targets, target_dtype),
             tf.constant(lr, tf.float64),
-        )
-        return float(loss.numpy())
+        ]
 
     def _step(self, x: Any, lengths: Any, targets: Any, lr: Any, model: Any = None) -> Any:
         loss, grads = self._gradients(x, lengths, targets, model=model)

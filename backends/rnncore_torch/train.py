@@ -13,7 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from rnncore.train.config import TrainConfig
-from rnncore.train.losses import IGNORE_INDEX, loss_name
+from rnncore.train.losses import IGNORE_INDEX, check_training_batch, loss_name
 from rnncore.weights import Weights
 
 from .convert import parameter_map
@@ -67,6 +67,7 @@ class Trainer:
 
     def step(self, inputs: np.ndarray, lengths: np.ndarray, targets: np.ndarray, lr: float) -> float:
         model = self.model
+        inputs, lengths, targets = check_training_batch(model.spec, inputs, lengths, targets)
         model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = lr

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..batch import InputError, prepare_batch, step_mask
 from ..spec import ModelSpec
 
 IGNORE_INDEX = -100
@@ -51,3 +52,46 @@ def reference_loss(spec: ModelSpec, logits: np.ndarray, targets: np.ndarray, len
     logp = _log_softmax(logits)
     picked = np.take_along_axis(logp, np.where(valid, targets, 0)[..., None], axis=-1)[..., 0]
     return float(-(picked * valid).sum() / max(1, valid.sum()))
+
+
+def check_training_batch(
+    spec: ModelSpec, inputs: np.ndarray, lengths: np.ndarray, targets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A training batch checked against the model, before any backend sees it: (inputs,
+    lengths, targets) as `prepare_batch` returns inputs and lengths.
+
+    Frameworks report bad labels unevenly (torch raises, TensorFlow's graph raises, XLA-compiled
+    code gathers out of range and trains on NaN), so the checks live here, once: every label of
+    a counted example or step is a class of the head (tagging also allows IGNORE_INDEX), and
+    targets have one row per example.
+    """
+    x, lengths_arr = prepare_batch(spec, inputs, lengths)
+    y = np.asarray(targets)
+    expected = _targets_shape(spec, x.shape[0], x.shape[1])
+    if y.shape != expected:
+        raise InputError(f"targets have shape {y.shape}; this model's loss needs {expected}")
+    if loss_name(spec) in ("cross_entropy", "masked_cross_entropy"):
+        if not np.issubdtype(y.dtype, np.integer):
+            raise InputError(f"class labels must be integers; got dtype {y.dtype}")
+        counted = y
+        if y.ndim == 2:  # tagging: only labelled steps within a row's length count
+            counted = y[(y != IGNORE_INDEX) & step_mask(lengths_arr, x.shape[1])]
+        assert spec.head is not None  # loss_name raised otherwise
+        classes = spec.head.num_outputs
+        if counted.size and (counted.min() < 0 or counted.max() >= classes):
+            bad = int(counted.min()) if counted.min() < 0 else int(counted.max())
+            raise InputError(
+                f"label {bad} is not one of the head's {classes} classes (0..{classes - 1}); the "
+                "label vocabulary and the spec's head.num_outputs disagree"
+            )
+    return x, lengths_arr, y
+
+
+def _targets_shape(spec: ModelSpec, batch: int, steps: int) -> tuple[int, ...]:
+    assert spec.head is not None
+    name = loss_name(spec)
+    if name == "cross_entropy":
+        return (batch,)
+    if name == "masked_cross_entropy":
+        return (batch, steps)
+    return (batch, spec.head.num_outputs)
