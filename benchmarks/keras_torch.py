@@ -34,6 +34,7 @@ def main(argv: list[str]) -> int:
 
     torch.set_num_threads(job["threads"])
     torch.set_num_interop_threads(job["inter_op_threads"])
+    torch.set_flush_denormal(True)  # as the main process (`cli.flush_denormals`)
     start = time.perf_counter()
     import keras
 
