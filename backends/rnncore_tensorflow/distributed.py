@@ -20,31 +20,18 @@ import tensorflow as tf
 
 from rnncore.train.config import TrainConfig
 from rnncore.train.distributed import Shard
-from rnncore.train.losses import check_training_batch, loss_name
+from rnncore.train.losses import check_training_batch
 
-from .train import Trainer
+from .train import Trainer, step_signature
 
 
 def _step_signature(trainer: Trainer) -> list[tf.TensorSpec]:
-    """Shapes with free batch and time sizes: one trace, the same on every worker.
-
-    Collective ops are matched across workers by the order in which traces create them; a
-    worker that retraced for a new batch shape while another did not would wait for ever.
+    """The trainer's step signature (free batch and time sizes: one trace, the same on every
+    worker), plus the loss weight. Collective ops are matched across workers by the order in
+    which traces create them; a worker that retraced for a new batch shape while another did
+    not would wait for ever.
     """
-    spec = trainer.spec
-    if spec.input.kind == "tokens":
-        x = tf.TensorSpec([None, None], tf.int64)
-    else:
-        x = tf.TensorSpec([None, None, spec.input.feature_dim], spec.dtype)
-    assert spec.head is not None
-    if loss_name(spec) in ("binary_cross_entropy", "mean_squared_error"):
-        targets = tf.TensorSpec([None, spec.head.num_outputs], spec.dtype)
-    elif spec.head.task == "tagging":
-        targets = tf.TensorSpec([None, None], tf.int64)
-    else:
-        targets = tf.TensorSpec([None], tf.int64)
-    scalar = tf.TensorSpec([], tf.float64)
-    return [x, tf.TensorSpec([None], tf.int32), targets, scalar, scalar]
+    return [*step_signature(trainer.spec), tf.TensorSpec([], tf.float64)]
 
 
 class DistributedTrainer(Trainer):
@@ -63,14 +50,8 @@ class DistributedTrainer(Trainer):
         inputs, lengths, targets = check_training_batch(self.spec, inputs, lengths, targets)
         if self._distributed_fn is None:
             self._distributed_fn = tf.function(self._distributed_step, input_signature=_step_signature(self))
-        x_spec, _, y_spec, _, _ = _step_signature(self)
-        loss = self._distributed_fn(
-            tf.constant(np.asarray(inputs, dtype=x_spec.dtype.as_numpy_dtype)),
-            tf.constant(np.asarray(lengths, dtype=np.int32)),
-            tf.constant(np.asarray(targets, dtype=y_spec.dtype.as_numpy_dtype)),
-            tf.constant(lr, tf.float64),
-            tf.constant(weight, tf.float64),
-        )
+        args = self._tensors(inputs, lengths, targets, lr)
+        loss = self._distributed_fn(*args, tf.constant(weight, tf.float64))
         return float(loss.numpy())
 
     def _distributed_step(self, x: Any, lengths: Any, targets: Any, lr: Any, weight: Any) -> Any:

@@ -63,8 +63,19 @@ class _TracedOnReuse:
         if self._calls == 1:
             return self._fn(*tensors)
         if self._traced is None:
-            self._traced = tf.function(self._fn, input_signature=self._signature)
+            self._traced = concrete(self._fn, self._signature)
         return self._traced(*tensors)
+
+
+def concrete(fn: Callable[..., Any], signature: list[tf.TensorSpec], jit_compile: bool = False) -> Any:
+    """`fn` traced once for `signature`, called as that concrete function from then on.
+
+    A `tf.function` call binds and type-checks its arguments against every trace in Python
+    before it runs (~0.3 ms a call on 2 cores, measured at batch 1, where an XLA-compiled
+    forward takes ~0.8 ms); the concrete function of a fixed signature skips that. (XLA still
+    compiles per input shape: `jit_compile` is an attribute of the traced function.)
+    """
+    return tf.function(fn, input_signature=signature, jit_compile=jit_compile).get_concrete_function()
 
 
 def _as_tensors(arrays: tuple[Any, ...], signature: list[tf.TensorSpec]) -> list[Any]:
@@ -193,7 +204,7 @@ class _Forward:
         self._signature = _signature(spec)[:1] if full_length else _signature(spec)
         self._graph = _TracedOnReuse(fn, self._signature)
         self._xla_makers = xla_fns
-        self._xla: dict[str, Any] = {}  # path -> its jit-compiled tf.function, once used
+        self._xla: dict[str, Any] = {}  # path -> its jit-compiled concrete function, once used
         self._spec = spec
         self._step_multiple = 1 if full_length else XLA_STEP_MULTIPLE
         self.chooser = PathChooser(list(xla_fns))
@@ -222,9 +233,7 @@ class _Forward:
 
     def _run_xla(self, path: str, shape: Shape, inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         if path not in self._xla:
-            self._xla[path] = tf.function(
-                self._xla_makers[path](), input_signature=self._signature, jit_compile=True
-            )
+            self._xla[path] = concrete(self._xla_makers[path](), self._signature, jit_compile=True)
         steps = inputs.shape[1]
         args = self._args(_pad_steps(self._spec, inputs, shape[1]), lengths)
         start = time.perf_counter()

@@ -37,13 +37,14 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from rnncore.spec import ModelSpec
 from rnncore.train.config import TrainConfig
 from rnncore.train.losses import IGNORE_INDEX, check_training_batch, loss_name
 from rnncore.weights import Weights
 
 from . import convert
 from .model import full_length_twin, masks_some_layer, spec_of
-from .runtime import GRAPH, PathChooser, xla_enabled
+from .runtime import GRAPH, PathChooser, concrete, xla_enabled
 
 XLA = "xla"  # the whole step compiled (forward, backward and update)
 
@@ -66,6 +67,22 @@ def compute_loss(name: str, outputs: Any, targets: Any, lengths: Any) -> Any:
     return tf.reduce_sum(per_step * valid_f) / tf.maximum(tf.reduce_sum(valid_f), 1.0)
 
 
+def step_signature(spec: ModelSpec) -> list[tf.TensorSpec]:
+    """(inputs, lengths, targets, learning rate) of a training step, batch and time sizes free."""
+    if spec.input.kind == "tokens":
+        x = tf.TensorSpec([None, None], tf.int64)
+    else:
+        x = tf.TensorSpec([None, None, spec.input.feature_dim], spec.dtype)
+    assert spec.head is not None
+    if loss_name(spec) in ("binary_cross_entropy", "mean_squared_error"):
+        targets = tf.TensorSpec([None, spec.head.num_outputs], spec.dtype)
+    elif spec.head.task == "tagging":
+        targets = tf.TensorSpec([None, None], tf.int64)
+    else:
+        targets = tf.TensorSpec([None], tf.int64)
+    return [x, tf.TensorSpec([None], tf.int32), targets, tf.TensorSpec([], tf.float64)]
+
+
 class _StepPaths:
     """One traced training step, run per batch shape in the graph or compiled whole by XLA, as
     `PathChooser` decides (the graph first; XLA once a shape has recurred long enough to pay
@@ -76,9 +93,10 @@ class _StepPaths:
     to recur: padded steps would cost their backward pass too).
     """
 
-    def __init__(self, step: Callable[..., Any], xla: bool):
-        self._step = step
-        self._graph = tf.function(step, reduce_retracing=True)
+    def __init__(self, step: Callable[..., Any], signature: list[tf.TensorSpec], xla: bool):
+        self._step, self._signature = step, signature
+        self._graph: Any = None
+        self._graph_ran = False  # its first run pays one-time work (graph optimisation): untimed
         self._xla: Any = None
         self.chooser = PathChooser([XLA])
         if not xla:
@@ -88,7 +106,7 @@ class _StepPaths:
         shape = (int(args[0].shape[0]), int(args[0].shape[1]))
         if self.chooser.path(shape) == XLA:
             if self._xla is None:
-                self._xla = tf.function(self._step, reduce_retracing=True, jit_compile=True)
+                self._xla = concrete(self._step, self._signature, jit_compile=True)
             try:
                 start = time.perf_counter()
                 loss = float(self._xla(*args))
@@ -100,11 +118,13 @@ class _StepPaths:
                 # XLA cannot compile this step here; the failed call changed nothing (the whole
                 # step is the compiled call). The graph computes the same.
                 self.chooser.failed()
-        traces = self._graph.experimental_get_tracing_count()
+        if self._graph is None:
+            self._graph = concrete(self._step, self._signature)
         start = time.perf_counter()
         loss = float(self._graph(*args))
-        if self._graph.experimental_get_tracing_count() == traces:  # a trace says nothing of speed
+        if self._graph_ran:
             self.chooser.ran(shape, GRAPH, time.perf_counter() - start)
+        self._graph_ran = True
         return loss
 
 
@@ -161,18 +181,13 @@ class Trainer:
             def step(x: Any, lengths: Any, targets: Any, lr: Any) -> Any:
                 return self._step(x, lengths, targets, lr, model=model)
 
-            self._paths[full_length] = _StepPaths(step, xla=self.use_xla)
+            self._paths[full_length] = _StepPaths(step, step_signature(self.spec), xla=self.use_xla)
         return self._paths[full_length]
 
     def _tensors(self, inputs: np.ndarray, lengths: np.ndarray, targets: np.ndarray, lr: float) -> list[Any]:
-        target_dtype = (
-            self.dtype if loss_name(self.spec) in ("binary_cross_entropy", "mean_squared_error") else tf.int64
-        )
         return [
-            tf.convert_to_tensor(inputs),
-            tf.convert_to_tensor(lengths.astype(np.int32)),
-            tf.convert_to_tensor(targets, target_dtype),
-            tf.constant(lr, tf.float64),
+            tf.convert_to_tensor(value, spec.dtype)
+            for value, spec in zip((inputs, lengths, targets, lr), step_signature(self.spec), strict=True)
         ]
 
     def _step(self, x: Any, lengths: Any, targets: Any, lr: Any, model: Any = None) -> Any:
