@@ -133,6 +133,7 @@ class PathChooser:
 
     @property
     def compiled_shapes(self) -> set[Shape]:
+        """The shapes XLA was given (compiled, or failed to compile)."""
         return set(self._trials)
 
     @property
