@@ -51,13 +51,23 @@ def _check_tokens(spec: ModelSpec, x: np.ndarray) -> np.ndarray:
         raise InputError(f"empty batch of shape {x.shape}; need at least one row and one step")
     vocab = spec.input.vocab_size
     assert vocab is not None
-    if x.min() < 0 or x.max() >= vocab:
-        bad = int(x.min()) if x.min() < 0 else int(x.max())
+    bad = outside_range(x, vocab)
+    if bad is not None:
         raise InputError(
             f"token id {bad} is outside the vocabulary 0..{vocab - 1}; the tokenizer and the "
             "spec's vocab_size disagree"
         )
     return x.astype(np.int64, copy=False)
+
+
+def outside_range(values: np.ndarray, stop: int) -> int | None:
+    """An integer of `values` outside 0..stop-1 (the lowest if any is negative), or None."""
+    if values.size == 0:
+        return None
+    low, high = int(values.min()), int(values.max())
+    if low < 0:
+        return low
+    return high if high >= stop else None
 
 
 def _check_features(spec: ModelSpec, x: np.ndarray) -> np.ndarray:

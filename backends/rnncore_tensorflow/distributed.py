@@ -22,7 +22,7 @@ from rnncore.train.config import TrainConfig
 from rnncore.train.distributed import Shard
 from rnncore.train.losses import check_training_batch
 
-from .train import Trainer, step_signature
+from .train import Trainer
 
 
 def _step_signature(trainer: Trainer) -> list[tf.TensorSpec]:
@@ -31,7 +31,7 @@ def _step_signature(trainer: Trainer) -> list[tf.TensorSpec]:
     which traces create them; a worker that retraced for a new batch shape while another did
     not would wait for ever.
     """
-    return [*step_signature(trainer.spec), tf.TensorSpec([], tf.float64)]
+    return [*trainer.signature, tf.TensorSpec([], tf.float64)]
 
 
 class DistributedTrainer(Trainer):

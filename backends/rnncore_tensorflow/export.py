@@ -62,6 +62,7 @@ from rnncore.spec import ModelSpec
 from rnncore.weights import Weights, head_layer_names, layer_prefix
 
 from .model import get_weights, spec_of
+from .runtime import input_signature
 
 EXPORT_FORMATS = ("savedmodel", "tflite")
 SIGNATURE = "serving_default"
@@ -164,14 +165,6 @@ def _check_replaceable(target: Path, folder: bool) -> None:
 # ---- SavedModel ------------------------------------------------------------------------
 
 
-def _signature(spec: ModelSpec) -> list[tf.TensorSpec]:
-    if spec.input.kind == "tokens":
-        inputs = tf.TensorSpec((None, None), tf.int64, name=INPUT_NAMES[0])
-    else:
-        inputs = tf.TensorSpec((None, None, spec.input.feature_dim), spec.dtype, name=INPUT_NAMES[0])
-    return [inputs, tf.TensorSpec((None,), tf.int32, name=INPUT_NAMES[1])]
-
-
 def _write_savedmodel(model: Any, spec: ModelSpec, folder: Path) -> None:
     # Keras' ExportArchive saves the variables and this one traced function; tracking the
     # model itself with tf.saved_model.save would also trace and store every layer's call.
@@ -180,7 +173,7 @@ def _write_savedmodel(model: Any, spec: ModelSpec, folder: Path) -> None:
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(SIGNATURE, serve, input_signature=_signature(spec))
+    archive.add_endpoint(SIGNATURE, serve, input_signature=input_signature(spec, INPUT_NAMES))
     archive.write_out(str(folder), verbose=False)
 
 
@@ -230,7 +223,8 @@ class _PlainGraph(tf.Module):
         self.spec = spec
         # constants, not variables: the converter would freeze variables anyway
         self.w = {name: tf.constant(value, dtype=spec.dtype) for name, value in weights.items()}
-        self.serve = tf.function(self._serve, input_signature=_signature(spec), autograph=False)
+        signature = input_signature(spec, INPUT_NAMES)
+        self.serve = tf.function(self._serve, input_signature=signature, autograph=False)
 
     def _serve(self, inputs: Any, lengths: Any) -> dict[str, Any]:
         spec = self.spec

@@ -202,7 +202,7 @@ class _Forward:
         """`fn(inputs, lengths)`, or with `full_length` `fn(inputs)` for batches without padding
         (their shapes are kept exact: padding steps would make them padded). `xla_fns`: by
         path name, a maker of a function of the same arguments and result to compile."""
-        self._signature = _signature(spec)[:1] if full_length else _signature(spec)
+        self._signature = input_signature(spec)[:1] if full_length else input_signature(spec)
         self._graph = _TracedOnReuse(fn, self._signature)
         self._xla_makers = xla_fns
         self._xla: dict[str, Any] = {}  # path -> its jit-compiled concrete function, once used
@@ -293,7 +293,7 @@ class _Runner:
         self.bindings = convert.bindings(spec, model)
         variables = [b.variable for b in self.bindings]
         features = spec.input.kind == "features"
-        signature = _signature(spec)
+        signature = input_signature(spec)
 
         def forward(x: Any, lengths: Any) -> Any:
             return _eval_call(self._model_alive())(x, lengths)
@@ -340,12 +340,14 @@ class _Runner:
 _runners: weakref.WeakKeyDictionary[Any, _Runner] = weakref.WeakKeyDictionary()
 
 
-def _signature(spec: ModelSpec) -> list[tf.TensorSpec]:
+def input_signature(spec: ModelSpec, names: tuple[str, str] | None = None) -> list[tf.TensorSpec]:
+    """The model's (inputs, lengths), batch and time sizes free; `names` for exported signatures."""
+    x_name, lengths_name = names or (None, None)
     if spec.input.kind == "tokens":
-        x = tf.TensorSpec((None, None), tf.int64)
+        x = tf.TensorSpec((None, None), tf.int64, name=x_name)
     else:
-        x = tf.TensorSpec((None, None, spec.input.feature_dim), spec.dtype)
-    return [x, tf.TensorSpec((None,), tf.int32)]
+        x = tf.TensorSpec((None, None, spec.input.feature_dim), spec.dtype, name=x_name)
+    return [x, tf.TensorSpec((None,), tf.int32, name=lengths_name)]
 
 
 def _output_shape(spec: ModelSpec, batch: int, steps: int) -> tuple[int, ...]:

@@ -44,7 +44,7 @@ from rnncore.weights import Weights
 
 from . import convert
 from .model import full_length_twin, masks_some_layer, spec_of
-from .runtime import GRAPH, PathChooser, concrete, xla_enabled
+from .runtime import GRAPH, PathChooser, concrete, input_signature, xla_enabled
 
 XLA = "xla"  # the whole step compiled (forward, backward and update)
 
@@ -69,10 +69,6 @@ def compute_loss(name: str, outputs: Any, targets: Any, lengths: Any) -> Any:
 
 def step_signature(spec: ModelSpec) -> list[tf.TensorSpec]:
     """(inputs, lengths, targets, learning rate) of a training step, batch and time sizes free."""
-    if spec.input.kind == "tokens":
-        x = tf.TensorSpec([None, None], tf.int64)
-    else:
-        x = tf.TensorSpec([None, None, spec.input.feature_dim], spec.dtype)
     assert spec.head is not None
     if loss_name(spec) in ("binary_cross_entropy", "mean_squared_error"):
         targets = tf.TensorSpec([None, spec.head.num_outputs], spec.dtype)
@@ -80,7 +76,7 @@ def step_signature(spec: ModelSpec) -> list[tf.TensorSpec]:
         targets = tf.TensorSpec([None, None], tf.int64)
     else:
         targets = tf.TensorSpec([None], tf.int64)
-    return [x, tf.TensorSpec([None], tf.int32), targets, tf.TensorSpec([], tf.float64)]
+    return [*input_signature(spec), targets, tf.TensorSpec([], tf.float64)]
 
 
 class _StepPaths:
@@ -142,6 +138,7 @@ class Trainer:
             for slot in _SLOTS[config.optimizer]
         }
         self.steps = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.signature = step_signature(self.spec)
         self._paths: dict[bool, _StepPaths] = {}  # by "no row padded" (the twin's step)
         self.use_xla = xla_enabled()  # for the update in the graph's step; see the module's docstring
         self._xla_ran = False
@@ -181,13 +178,13 @@ class Trainer:
             def step(x: Any, lengths: Any, targets: Any, lr: Any) -> Any:
                 return self._step(x, lengths, targets, lr, model=model)
 
-            self._paths[full_length] = _StepPaths(step, step_signature(self.spec), xla=self.use_xla)
+            self._paths[full_length] = _StepPaths(step, self.signature, xla=self.use_xla)
         return self._paths[full_length]
 
     def _tensors(self, inputs: np.ndarray, lengths: np.ndarray, targets: np.ndarray, lr: float) -> list[Any]:
         return [
             tf.convert_to_tensor(value, spec.dtype)
-            for value, spec in zip((inputs, lengths, targets, lr), step_signature(self.spec), strict=True)
+            for value, spec in zip((inputs, lengths, targets, lr), self.signature, strict=True)
         ]
 
     def _step(self, x: Any, lengths: Any, targets: Any, lr: Any, model: Any = None) -> Any:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..batch import InputError, prepare_batch, step_mask
+from ..batch import InputError, outside_range, prepare_batch, step_mask
 from ..spec import ModelSpec
 
 IGNORE_INDEX = -100
@@ -78,8 +78,8 @@ def check_training_batch(
             counted = y[(y != IGNORE_INDEX) & step_mask(lengths_arr, x.shape[1])]
         assert spec.head is not None  # loss_name raised otherwise
         classes = spec.head.num_outputs
-        if counted.size and (counted.min() < 0 or counted.max() >= classes):
-            bad = int(counted.min()) if counted.min() < 0 else int(counted.max())
+        bad = outside_range(counted, classes)
+        if bad is not None:
             raise InputError(
                 f"label {bad} is not one of the head's {classes} classes (0..{classes - 1}); the "
                 "label vocabulary and the spec's head.num_outputs disagree"
