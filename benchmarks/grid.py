@@ -112,13 +112,16 @@ def smoke_points() -> list[Point]:
 
 
 def quick_points() -> list[Point]:
-    """A small representative set: the reference (fixed and masked), batch-1 latency, GRU, RNN."""
+    """A small set that still has every axis value but length 512 and hidden 512: the reference
+    (LSTM, fixed and masked), batch-1 latency (GRU), and a masked 2-layer bidirectional RNN.
+
+    Four points, not five: each costs ~25 s on 2 cores (settling the compiled Keras paths is
+    part of it), and the mode's promise is under 3 minutes."""
     return [
         REFERENCE,
         replace(REFERENCE, masked=True),
-        Point("lstm", 1, False, 128, 1, 128, tag="latency"),
-        Point("gru", 1, True, 32, 64, 128),
-        Point("rnn", 2, False, 128, 64, 128, masked=True),
+        Point("gru", 1, False, 128, 1, 128, tag="latency"),
+        Point("rnn", 2, True, 32, 64, 128, masked=True),
     ]
 
 

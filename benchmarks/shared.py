@@ -6,8 +6,7 @@ the grid (`timing.run_interleaved`), so it carries the same `contended` flags.
 
 from __future__ import annotations
 
-import json
-import subprocess
+import importlib
 import sys
 import time
 from collections.abc import Callable
@@ -32,11 +31,12 @@ def _summaries(series: dict[str, Any], settings: Settings) -> dict[str, dict[str
 
 
 # ---- tokenizer --------------------------------------------------------------------------------
-def tokenizer(settings: Settings) -> dict[str, Any]:
+def tokenizer(settings: Settings, before_after: bool = True) -> dict[str, Any]:
     """encode_batch over the whole bundled Rotten Tomatoes set with a word-level tokenizer.
 
     `rust_batch_encoder` is the path `encode_batch` took before its Python fast path (the Rust
-    batch encoder, then the same padding), timed interleaved with it as the before/after figure.
+    batch encoder, then the same padding), timed interleaved with it as the before/after figure
+    unless `before_after` is False (the quick mode: ~4 s); its ids are compared either way.
     """
     from rnncore.data.datasets import load_bundled
     from rnncore.tokenize import Tokenizer, _pad
@@ -49,12 +49,11 @@ def tokenizer(settings: Settings) -> dict[str, Any]:
     rust = tok._rust  # the wrapped Rust tokenizer, for the before figure only
     old_rows = [e.ids for e in rust.encode_batch_fast(texts, add_special_tokens=False)]
     old_ids, _ = _pad(old_rows, tok.pad_id)
-    runners: dict[str, Callable[[], Any]] = {
-        "encode_batch": lambda: tok.encode_batch(texts),
-        "rust_batch_encoder": lambda: _pad(
+    runners: dict[str, Callable[[], Any]] = {"encode_batch": lambda: tok.encode_batch(texts)}
+    if before_after:
+        runners["rust_batch_encoder"] = lambda: _pad(
             [e.ids for e in rust.encode_batch_fast(texts, add_special_tokens=False)], tok.pad_id
-        ),
-    }
+        )
     found = _summaries(run_interleaved(runners, settings), settings)
     tokens = int(lengths.sum())
     for summary in found.values():
@@ -234,39 +233,39 @@ def bucketing(settings: Settings, rows: int, backends: tuple[str, ...]) -> dict[
 
 
 # ---- imports ----------------------------------------------------------------------------------
-_IMPORT_SCRIPT = """
-import json, os, sys, time
-steps = [("numpy", "import numpy"), ("rnncore", "import rnncore"), ("torch", "import torch"),
-         ("rnncore torch backend", "import rnncore_torch"), ("tensorflow", "import tensorflow"),
-         ("keras", "import keras"), ("rnncore tensorflow backend", "import rnncore_tensorflow")]
-out = {}
-for name, stmt in steps:
-    start = time.perf_counter()
-    exec(stmt)
-    out[name] = time.perf_counter() - start
-print(json.dumps(out))
-"""
+IMPORT_STEPS = {
+    "numpy": "numpy", "rnncore": "rnncore", "torch": "torch", "rnncore torch backend": "rnncore_torch",
+    "tensorflow": "tensorflow", "keras": "keras", "rnncore tensorflow backend": "rnncore_tensorflow",
+}  # fmt: skip
+FRAMEWORK_ROWS = {"torch": ("torch", "rnncore torch backend"),
+                  "tensorflow": ("tensorflow", "keras", "rnncore tensorflow backend")}  # fmt: skip
 
 
-def import_times() -> dict[str, Any]:
-    """Seconds to import each piece in a fresh process, in order (each after the ones before).
+def import_times(frameworks: list[str]) -> dict[str, Any]:
+    """Seconds to import each piece, in order (each after the ones above it), in this process.
 
-    torch comes before TensorFlow (rnncore's documented order); `rnncore` is the numpy-only core,
-    each backend row is what rnncore adds on top of its framework.
+    The harness needs these imports anyway, and a fresh process to time them cost another ~8 s of
+    the quick mode's 3 minutes. This process has imported only the standard library, numpy and
+    the harness's own modules by now, so a module imported before the measurement (numpy; rnncore
+    under `rnncore bench`) is null rather than a misleading ~0 (keras, imported by tensorflow
+    just above it, is ~0, as in a fresh process). torch comes before TensorFlow
+    (rnncore's documented order); `rnncore` is the numpy-only core, each backend row is what
+    rnncore adds on top of its framework. Only the frameworks benchmarked are imported.
     """
-    env_note = "one fresh process; each figure is the time of that import after the ones above it"
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", _IMPORT_SCRIPT], capture_output=True, text=True, timeout=180, check=True,
-            env=_quiet_env(),
-        )  # fmt: skip
-        times = json.loads(done.stdout.strip().splitlines()[-1])
-    except (subprocess.SubprocessError, ValueError, IndexError) as err:
-        return {"error": f"{type(err).__name__}: {err}"[:500], "note": env_note}
-    return {"seconds": times, "note": env_note}
-
-
-def _quiet_env() -> dict[str, str]:
-    import os
-
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    before = set(sys.modules)
+    skipped = {row for fw, rows in FRAMEWORK_ROWS.items() if fw not in frameworks for row in rows}
+    times: dict[str, float | None] = {}
+    for name, module in IMPORT_STEPS.items():
+        if name in skipped:
+            continue
+        if module in before:
+            times[name] = None
+            continue
+        start = time.perf_counter()
+        importlib.import_module(module)
+        times[name] = time.perf_counter() - start
+    note = (
+        "this process, before anything else imports them; each figure is that import after the ones "
+        "above it; null: imported before the measurement"
+    )
+    return {"seconds": times, "note": note}

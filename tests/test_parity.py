@@ -39,16 +39,22 @@ def test_backends_agree_with_the_oracle_and_each_other(point):
 
 
 # rnncore's torch model runs a padded batch either packed or over the whole padded tensor,
-# chosen by how full it is (`PADDED_RUN_MIN_FILL`); these force one way for every batch.
+# chosen by how full it is (`PADDED_RUN_MIN_FILL`) and, for bidirectional GRU/RNN training, how
+# long (`PADDED_RUN_MIN_STEPS_BIDIRECTIONAL`); these force one way for every batch.
 TORCH_PATHS = {"packed": 2.0, "padded": 0.0}
+
+
+def force_torch_path(monkeypatch, path):
+    from rnncore_torch import model as torch_model
+
+    fill = TORCH_PATHS[path]
+    monkeypatch.setattr(torch_model, "PADDED_RUN_MIN_FILL", {"inference": fill, "training": fill})
+    monkeypatch.setattr(torch_model, "PADDED_RUN_MIN_STEPS_BIDIRECTIONAL", {"lstm": 0, "gru": 0, "rnn": 0})
 
 
 @pytest.fixture(params=list(TORCH_PATHS))
 def torch_path(request, monkeypatch):
-    from rnncore_torch import model as torch_model
-
-    fill = TORCH_PATHS[request.param]
-    monkeypatch.setattr(torch_model, "PADDED_RUN_MIN_FILL", {"inference": fill, "training": fill})
+    force_torch_path(monkeypatch, request.param)
     return request.param
 
 
@@ -70,18 +76,44 @@ def test_torch_matches_the_oracle_on_the_full_grid(dtype, torch_path):
     assert not failures, "\n".join(failures[:5])
 
 
+@pytest.mark.parametrize(
+    ("cell", "bidirectional", "steps", "training", "padded"),
+    [
+        ("gru", True, 32, True, False),  # short bidirectional GRU/RNN: packed (the reversal costs more)
+        ("rnn", True, 32, True, False),
+        ("gru", True, 64, True, True),
+        ("lstm", True, 32, True, True),  # an LSTM's packed backward is the slow part
+        ("rnn", False, 32, True, True),  # no backward direction, no reversal
+        ("gru", True, 32, False, False),  # inference: packed below 90% valid steps
+    ],
+)
+def test_torch_chooses_padded_or_packed_runs_by_cell_length_and_fill(
+    cell, bidirectional, steps, training, padded
+):
+    import torch
+
+    spec = rnncore.ModelSpec.from_dict(
+        {"input": {"kind": "features", "feature_dim": 3},
+         "encoder": {"cell": cell, "hidden_size": 4, "bidirectional": bidirectional},
+         "pooling": "last", "head": {"num_outputs": 2}}
+    )  # fmt: skip
+    model = rnncore.build(spec, backend="torch", weights=rnncore.init_weights(spec, seed=0))
+    x = torch.zeros(4, steps, 3)
+    lengths = torch.tensor([steps, steps // 2, steps // 2, steps // 4])  # 56% of the steps valid
+    with torch.set_grad_enabled(training):
+        assert model._runs_padded(x, lengths) is padded
+
+
 @pytest.mark.parametrize("point", CELL_POOLING_DIRECTION + PAIRWISE[::4], ids=point_id)
 def test_torch_padded_and_packed_runs_agree_on_gradients(point, monkeypatch):
-    from rnncore_torch import model as torch_model
-
     spec = spec_for(point)
     weights = rnncore.init_weights(spec, seed=4)
     model = rnncore.build(spec, backend="torch", weights=weights)
     x, lengths = random_batch(spec, batch=5, max_len=7, seed=5)
     cotangent = np.random.default_rng(0).standard_normal(rnncore.predict(model, x, lengths).shape)
     runs = {}
-    for path, fill in TORCH_PATHS.items():
-        monkeypatch.setattr(torch_model, "PADDED_RUN_MIN_FILL", {"inference": fill, "training": fill})
+    for path in TORCH_PATHS:
+        force_torch_path(monkeypatch, path)
         runs[path] = rnncore.value_and_grad(model, x, cotangent.astype(spec.dtype), lengths)
     (out_p, grads_p, xgrad_p), (out_d, grads_d, xgrad_d) = runs["packed"], runs["padded"]
     assert_close(out_d, rnncore.reference_forward(spec, weights, x, lengths), "outputs", spec.dtype)

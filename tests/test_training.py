@@ -243,8 +243,9 @@ def test_tagging_labels_past_a_row_length_or_ignored_are_not_checked(backend):
 
 
 def test_keras_whole_step_xla_trains_to_torch_weights(monkeypatch):
-    # Shapes that recur are compiled whole (forward, backward, update) and timed against the
-    # graph's step; whichever path wins, 50 steps end at torch's weights.
+    # Shapes that recur are compiled whole (forward, backward, update) and traced for their
+    # exact shape, each timed against the graph's step; whichever path wins, 50 steps end at
+    # torch's weights.
     from rnncore_tensorflow import runtime
 
     monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)  # compile on the first traced step
@@ -254,7 +255,7 @@ def test_keras_whole_step_xla_trains_to_torch_weights(monkeypatch):
     keras_model, trainer, keras_losses = _train(spec, "tensorflow", config, start, full_every=2)
     for full_length in (False, True):  # padded batches and unpadded ones (the twin's step)
         chooser = trainer._paths[full_length].chooser
-        assert chooser.paths == ["graph", "xla"]
+        assert chooser.paths == ["graph", "xla", "graph_for_shape"]
         assert chooser.compiled_shapes == {(6, 9)}
         assert chooser.decided[(6, 9)] in chooser.paths
         assert all(len(t) == runtime.XLA_TRIALS for t in chooser._trials[(6, 9)].values())
@@ -283,7 +284,9 @@ def test_keras_whole_step_falls_back_to_the_graph_when_xla_cannot_compile_it(mon
     torch_model, _, _ = _train(spec, "torch", config, start)
     weights, trainer = _keras_weights_after_training(spec, config, start)
     chooser = trainer._paths[False].chooser
-    assert chooser.settled((6, 9)) and chooser.path((6, 9)) == "graph"
+    assert chooser.paths == ["graph", "graph_for_shape"], "the graph traced per shape stays in the race"
+    assert chooser.settled((6, 9)) and chooser.path((6, 9)) in chooser.paths
+    assert all(len(t) == runtime.XLA_TRIALS for t in chooser._trials[(6, 9)].values())
     assert chooser.compiled_shapes == {(6, 9)}, "the compile should have been tried"
     assert trainer.use_xla, "the update alone still compiles"
     assert int(trainer.optimizer_state()["step"]) == STEPS, "the failed compile must not count a step"

@@ -22,7 +22,7 @@ from rnncore.train.config import TrainConfig
 from rnncore.train.distributed import Shard
 from rnncore.train.losses import check_training_batch
 
-from .train import Trainer
+from .train import Trainer, dense
 
 
 def _step_signature(trainer: Trainer) -> list[tf.TensorSpec]:
@@ -62,6 +62,7 @@ class DistributedTrainer(Trainer):
     def _replica_step(self, x: Any, lengths: Any, targets: Any, weight: Any) -> tuple[Any, list[Any]]:
         """This replica's weighted gradients, averaged with every other replica's, then clipped."""
         loss, grads = self._gradients(x, lengths, targets, weight)
+        grads = dense(grads)  # the all-reduce sums dense tensors
         weighted = loss * tf.cast(weight, loss.dtype)
         context = tf.distribute.get_replica_context()
         # one batched all-reduce: the gradients, and the loss for the history

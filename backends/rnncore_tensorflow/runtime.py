@@ -115,7 +115,8 @@ class PathChooser:
 
     The caller runs the path it is given and reports the time with `ran` (graph calls only
     once traced: eager calls and tracing say nothing about the graph's speed), or `failed()`
-    when XLA cannot compile here, which keeps everything on the graph from then on.
+    when XLA cannot compile here, which keeps everything on the graph from then on (or
+    `failed(variant)`, which leaves the other variants in the race).
     """
 
     def __init__(self, variants: list[str]):
@@ -149,8 +150,15 @@ class PathChooser:
             or (shape not in self._trials and len(self._trials) >= XLA_MAX_SHAPES)
         )
 
-    def failed(self) -> None:
-        self._failed = True
+    def failed(self, variant: str | None = None) -> None:
+        """`variant` cannot run here (None: no variant can): the rest go on, the graph always."""
+        left = [] if variant is None else [v for v in self.variants if v != variant]
+        self.variants = left
+        for trials in self._trials.values():
+            for path in list(trials):
+                if path not in self.paths:
+                    del trials[path]
+        self._failed = not left
 
     def compiled(self, shape: Shape, path: str) -> bool:
         return path in self._compiled_paths[shape]
