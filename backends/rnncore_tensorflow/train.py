@@ -228,8 +228,8 @@ class Trainer:
         """The batch's mean loss, and the gradients of `weight` times it (`model`: this trainer's
         model, or its full-length twin, which shares its variables). The embedding's come as
         `IndexedSlices` (rows of the batch's tokens): `_update` makes them dense inside the
-        compiled update, where scattering them costs less than a dense tensor made before it
-        (20000x128 embedding: ~3.7 ms a step on 2 cores)."""
+        compiled update, ~1 ms a step less than a dense tensor made before it (20000x128
+        embedding, 2-layer BiRNN at batch 64: 49.9 vs 51.0 ms on 2 cores)."""
         with tf.GradientTape() as tape:
             outputs = (self.model if model is None else model)([x, lengths], training=True)
             loss = compute_loss(loss_name(self.spec), outputs, targets, lengths)
