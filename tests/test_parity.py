@@ -254,6 +254,42 @@ def test_keras_forward_returns_to_the_graph_where_xla_was_slower(monkeypatch):
     assert_close(outputs[-1], expected, "outputs", dtype)
 
 
+def test_keras_forward_stays_on_the_graph_when_xla_cannot_compile(monkeypatch):
+    import tensorflow as tf
+    from rnncore_tensorflow import runtime
+
+    monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)
+    point = KERAS_XLA_POINTS[0]
+    spec = spec_for(point)
+    weights = rnncore.init_weights(spec, seed=3)
+    model = rnncore.build(spec, backend="tensorflow", weights=weights)
+    x, lengths = random_batch(spec, batch=4, max_len=7, seed=8)
+    forward = runtime._runner(model).forward_for(x, lengths)
+
+    def printing(make):
+        def maker():
+            fn = make()
+
+            def run(*args):
+                tf.print("forward")  # PrintV2 has no XLA kernel: the compile fails
+                return fn(*args)
+
+            return run
+
+        return maker
+
+    forward._xla_makers = {name: printing(make) for name, make in forward._xla_makers.items()}
+    expected = rnncore.reference_forward(spec, weights, x, lengths)
+    for _ in range(100):
+        assert_close(rnncore.predict(model, x, lengths), expected, "outputs", spec.dtype)
+        if forward.settled(x):
+            break
+    assert forward.chooser.paths == ["graph"], "the failed compile takes XLA out of the race"
+    assert forward.settled(x) and forward.chooser.path((4, 8)) == "graph"
+    assert forward.chooser.compiled_shapes == {(4, 8)}, "the compile should have been tried"
+    assert_close(rnncore.predict(model, x, lengths), expected, "outputs", spec.dtype)
+
+
 @pytest.mark.parametrize("point", KERAS_XLA_POINTS[:2], ids=point_id)
 def test_keras_batches_without_padding_run_the_mask_free_twin(point, monkeypatch):
     from rnncore_tensorflow import runtime
