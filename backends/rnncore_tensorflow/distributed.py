@@ -22,7 +22,8 @@ from rnncore.train.config import TrainConfig
 from rnncore.train.distributed import Shard
 from rnncore.train.losses import check_training_batch
 
-from .train import Trainer, dense
+from .runtime import dense
+from .train import Trainer
 
 
 def _step_signature(trainer: Trainer) -> list[tf.TensorSpec]:

@@ -126,7 +126,8 @@ class PathChooser:
         self._compiled_paths: defaultdict[Shape, set[str]] = defaultdict(set)
         self._verdict: dict[Shape, str] = {}  # the path a shape stays on, once the trials are done
         self._compile_s = XLA_COMPILE_S_GUESS
-        self._failed = not xla_enabled()
+        if not xla_enabled():
+            self.variants = []
 
     @property
     def paths(self) -> list[str]:
@@ -145,26 +146,23 @@ class PathChooser:
     def settled(self, shape: Shape) -> bool:
         """Whether the path for `shape` is final (timed runs start here)."""
         return (
-            self._failed
+            not self.variants
             or shape in self._verdict
             or (shape not in self._trials and len(self._trials) >= XLA_MAX_SHAPES)
         )
 
     def failed(self, variant: str | None = None) -> None:
         """`variant` cannot run here (None: no variant can): the rest go on, the graph always."""
-        left = [] if variant is None else [v for v in self.variants if v != variant]
-        self.variants = left
+        self.variants = [] if variant is None else [v for v in self.variants if v != variant]
         for trials in self._trials.values():
-            for path in list(trials):
-                if path not in self.paths:
-                    del trials[path]
-        self._failed = not left
+            for path in set(trials) - set(self.paths):
+                del trials[path]
 
     def compiled(self, shape: Shape, path: str) -> bool:
         return path in self._compiled_paths[shape]
 
     def path(self, shape: Shape) -> str:
-        if self._failed:
+        if not self.variants:
             return GRAPH
         if shape in self._verdict:
             return self._verdict[shape]
@@ -260,6 +258,12 @@ class _Forward:
         return (inputs, lengths)[: len(self._signature)]
 
 
+def dense(grads: list[Any]) -> list[Any]:
+    """Gradients as dense tensors (an embedding's comes as `IndexedSlices`, the rows looked up;
+    torch's optimizers update every row, as dense gradients do)."""
+    return [tf.convert_to_tensor(g) for g in grads]
+
+
 def _fastest(trials: dict[str, list[float]]) -> str:
     """The path with the lowest median time (ties: the first, the graph)."""
     return min(trials, key=lambda path: float(np.median(trials[path])))
@@ -318,8 +322,7 @@ class _Runner:
                 loss = tf.reduce_sum(outputs * cotangent)
             sources = [*variables, x] if features else variables
             grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            # the embedding's gradient is IndexedSlices (rows looked up); callers want dense
-            return outputs, [tf.convert_to_tensor(g) for g in grads]
+            return outputs, dense(grads)  # callers want numpy arrays of every weight's shape
 
         compiled = {"xla_masked": lambda: _eval_call(fully_masked_twin(self._model_alive()))}
         if not masks_every_layer(spec):

@@ -44,7 +44,7 @@ from rnncore.weights import Weights
 
 from . import convert
 from .model import full_length_twin, masks_some_layer, spec_of
-from .runtime import GRAPH, PathChooser, concrete, input_signature, xla_enabled
+from .runtime import GRAPH, PathChooser, concrete, dense, input_signature, xla_enabled
 
 XLA = "xla"  # the whole step compiled (forward, backward and update)
 SHAPED = "graph_for_shape"  # the graph's step traced for one exact batch shape
@@ -66,12 +66,6 @@ def compute_loss(name: str, outputs: Any, targets: Any, lengths: Any) -> Any:
     )
     valid_f = tf.cast(valid, outputs.dtype)
     return tf.reduce_sum(per_step * valid_f) / tf.maximum(tf.reduce_sum(valid_f), 1.0)
-
-
-def dense(grads: list[Any]) -> list[Any]:
-    """Gradients as dense tensors (an embedding's comes as `IndexedSlices`; torch's optimizers
-    update every row, as dense gradients do)."""
-    return [tf.convert_to_tensor(g) for g in grads]
 
 
 def step_signature(spec: ModelSpec) -> list[tf.TensorSpec]:
