@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import fnmatch
 import gc
 import json
 import os
@@ -64,6 +65,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="CPUs used by other processes above which a repetition is contended")  # fmt: skip
     p.add_argument("--max-step-s", type=float, default=4.0,
                    help="full grid: skip points whose estimated training step takes longer")  # fmt: skip
+    p.add_argument("--points", default=None, metavar="GLOBS",
+                   help="only the mode's points whose key matches one of these comma-separated "
+                        "globs, e.g. 'gru-2L-*-T512-*' (keys look like lstm-1L-uni-T32-B1-H128-"
+                        "E128-V20000-fixed)")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -144,8 +149,14 @@ def _device_available(device: str) -> bool:
     return True
 
 
-def select_points(mode: str) -> list[grid.Point]:
-    return {"smoke": grid.smoke_points, "quick": grid.quick_points, "full": grid.full_points}[mode]()
+def select_points(mode: str, globs: str | None = None) -> tuple[list[grid.Point], list[grid.Point]]:
+    """The mode's points, split into those matching `--points` (all when None) and the rest."""
+    points = {"smoke": grid.smoke_points, "quick": grid.quick_points, "full": grid.full_points}[mode]()
+    if globs is None:
+        return points, []
+    patterns = [g.strip() for g in globs.split(",") if g.strip()]
+    chosen = [p for p in points if any(fnmatch.fnmatchcase(p.key, g) for g in patterns)]
+    return chosen, [p for p in points if p not in chosen]
 
 
 def keras_torch_points(mode: str, ran: list[grid.Point]) -> list[grid.Point]:
@@ -174,7 +185,9 @@ def run_grid(
     impls: list[Impl] = []
     # a deliberately optimistic rate for the step-time estimate: half the GEMM peak
     rate = (peak or 50.0) * 0.5
-    for point in select_points(args.mode):
+    chosen, left_out = select_points(args.mode, args.points)
+    skipped += [{"point": p.key, "reason": "not matched by --points"} for p in left_out]
+    for point in chosen:
         estimate = grid.estimated_seconds(point, "train", rate)
         if args.mode == "full" and estimate > args.max_step_s:
             skipped.append(
@@ -282,6 +295,14 @@ def main(argv: list[str] | None = None) -> int:
     frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
     inter_op = args.inter_op_threads or args.threads
     settings = dataclasses.replace(SETTINGS[args.mode], threshold=args.contention_threshold)
+    if not select_points(args.mode, args.points)[0]:
+        example = select_points(args.mode)[0][0].key
+        print(
+            f"error: --points {args.points!r} matches none of the {args.mode} mode's points; keys look "
+            f"like {example} (use --full for the whole grid's keys)",
+            file=sys.stderr,
+        )
+        return 2
     if args.device != "cpu" and not _device_available(args.device):
         print(
             f"error: --device {args.device}: torch sees no such device (torch.cuda.is_available() is "

@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # benchmarks/ is a folder run from the repository root, not installed
 
-from benchmarks import cpu, report, timing  # noqa: E402
+from benchmarks import cli, cpu, report, timing  # noqa: E402
 from benchmarks.grid import REFERENCE, Point, batch_arrays, full_points, quick_points  # noqa: E402
 
 # ---- contention accounting on synthetic /proc numbers -----------------------------------------
@@ -143,6 +143,27 @@ def test_full_grid_covers_every_axis_value():
     # the first architectures already cover every cell, layer count, direction and hidden size
     first = {p.arch for p in points[2:]}
     assert len(first) == 24
+
+
+def test_points_globs_pick_a_subset_and_name_the_rest():
+    chosen, rest = cli.select_points("full", "gru-2L-bi-T512-*, rnn-1L-uni-T32-B1-H128-*")
+    keys = sorted(p.key for p in chosen)
+    assert keys == sorted(
+        [f"gru-2L-bi-T512-B64-H{h}-E128-V20000-{m}" for h in (128, 512) for m in ("fixed", "masked")]
+        + [f"gru-2L-bi-T512-B1-H{h}-E128-V20000-fixed" for h in (128, 512)]
+        + ["rnn-1L-uni-T32-B1-H128-E128-V20000-fixed"]
+    )
+    assert len(chosen) + len(rest) == len(full_points())
+    assert not {p.key for p in chosen} & {p.key for p in rest}
+    assert cli.select_points("quick", None) == (quick_points(), [])
+
+
+def test_points_that_match_nothing_are_refused_before_any_work(tmp_path):
+    cmd = [sys.executable, "-m", "benchmarks", "--smoke", "--points", "lstm-9L-*", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "'lstm-9L-*' matches none" in done.stderr and "lstm-1L-uni-T8-B4-H16" in done.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_masked_batches_are_padded_with_zero_after_each_length():
