@@ -266,6 +266,46 @@ def test_keras_whole_step_xla_trains_to_torch_weights(monkeypatch):
     assert int(trainer.optimizer_state()["step"]) == STEPS
 
 
+def test_keras_whole_step_xla_is_left_out_where_it_would_need_too_much_memory(monkeypatch):
+    # XLA's whole step holds about one copy of the recurrent weights per time step (a 2-layer
+    # BiGRU of hidden 512 over 512 steps was killed for memory at 24 GB): shapes estimated over
+    # the limit race only the graphs, and train as they do.
+    from rnncore_tensorflow import runtime, train
+
+    spec = _spec("float32", cell="gru")
+    # 2 directions x (layer 0: 15x6 + 15x5, layer 1: 15x10 + 15x5) = 780 float32 weights a step
+    assert train.xla_step_bytes(spec, 9) == pytest.approx(train.XLA_STEP_BYTES_PER_WEIGHT_STEP * 9 * 780 * 4)
+    monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)
+    monkeypatch.setattr(train, "XLA_STEP_MAX_BYTES", train.xla_step_bytes(spec, 8))  # length 9 is over
+    config, start = CONFIGS["adam"], rnncore.init_weights(spec, seed=4)
+    torch_model, _, _ = _train(spec, "torch", config, start)
+    weights, trainer = _keras_weights_after_training(spec, config, start)
+    paths = trainer._paths[False]
+    assert paths.chooser.paths == ["graph", "xla", "graph_for_shape"], "XLA stays on for shapes that fit"
+    assert set(paths.chooser._trials[(6, 9)]) == {"graph", "graph_for_shape"}
+    assert paths.chooser.decided[(6, 9)] in ("graph", "graph_for_shape")
+    assert not paths.chooser.compiled((6, 9), "xla") and paths._xla is None, "the step must never compile"
+    expected = rnncore.get_weights(torch_model)
+    for key in expected:
+        assert_close(weights[key], expected[key], "training", "float32")
+
+
+def test_path_chooser_races_only_the_variants_that_fit_a_shape(monkeypatch):
+    from rnncore_tensorflow import runtime
+
+    monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)
+    chooser = runtime.PathChooser(["a", "b"], fits=lambda shape, variant: shape[1] <= 8 and variant == "b")
+    assert chooser.path((4, 16)) == "graph" and chooser.decided == {(4, 16): "graph"}, "nothing fits"
+    assert chooser.settled((4, 16)) and chooser.compiled_shapes == set()
+    assert chooser.path((4, 8)) == "b"
+    chooser.ran((4, 8), "b", 1.0)  # its compile
+    for _ in range(2 * runtime.XLA_TRIALS):  # round robin over the graph and "b" alone
+        path = chooser.path((4, 8))
+        assert path in ("graph", "b")
+        chooser.ran((4, 8), path, 0.1 if path == "b" else 0.2)
+    assert set(chooser._trials[(4, 8)]) == {"graph", "b"} and chooser.decided[(4, 8)] == "b"
+
+
 def test_keras_whole_step_falls_back_to_the_graph_when_xla_cannot_compile_it(monkeypatch):
     import tensorflow as tf
     from rnncore_tensorflow import runtime

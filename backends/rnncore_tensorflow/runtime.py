@@ -116,11 +116,14 @@ class PathChooser:
     The caller runs the path it is given and reports the time with `ran` (graph calls only
     once traced: eager calls and tracing say nothing about the graph's speed), or `failed()`
     when XLA cannot compile here, which keeps everything on the graph from then on (or
-    `failed(variant)`, which leaves the other variants in the race).
+    `failed(variant)`, which leaves the other variants in the race). `fits(shape, variant)`,
+    asked once per shape, leaves a variant out of that shape's race (one that would need too
+    much memory there, say); a shape no variant fits stays on the graph.
     """
 
-    def __init__(self, variants: list[str]):
+    def __init__(self, variants: list[str], fits: Callable[[Shape, str], bool] | None = None):
         self.variants = variants
+        self._fits = fits or (lambda shape, variant: True)
         self._graph_s: defaultdict[Shape, float] = defaultdict(float)
         self._trials: dict[Shape, dict[str, list[float]]] = {}  # compiled shapes' timed calls by path
         self._compiled_paths: defaultdict[Shape, set[str]] = defaultdict(set)
@@ -167,15 +170,19 @@ class PathChooser:
         if shape in self._verdict:
             return self._verdict[shape]
         if shape in self._trials:  # compile each variant, then round robin, fewest trials first
-            uncompiled = [p for p in self.variants if not self.compiled(shape, p)]
+            trials = self._trials[shape]
+            uncompiled = [p for p in trials if p != GRAPH and not self.compiled(shape, p)]
             if uncompiled:
                 return uncompiled[0]
-            trials = self._trials[shape]
-            return min(self.paths, key=lambda p: len(trials[p]))
+            return min(trials, key=lambda p: len(trials[p]))
         cost = self._compile_s * len(self.variants)
         if self._graph_s.get(shape, 0.0) >= cost and len(self._trials) < XLA_MAX_SHAPES:
-            self._trials[shape] = {p: [] for p in self.paths}
-            return self.variants[0]
+            racing = [v for v in self.variants if self._fits(shape, v)]
+            if not racing:
+                self._verdict[shape] = GRAPH
+                return GRAPH
+            self._trials[shape] = {p: [] for p in (GRAPH, *racing)}
+            return racing[0]
         return GRAPH
 
     def ran(self, shape: Shape, path: str, elapsed: float) -> None:

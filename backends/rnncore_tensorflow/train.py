@@ -40,13 +40,20 @@ import tensorflow as tf
 from rnncore.spec import ModelSpec
 from rnncore.train.config import TrainConfig
 from rnncore.train.losses import IGNORE_INDEX, check_training_batch, loss_name
-from rnncore.weights import Weights
+from rnncore.weights import Weights, canonical_shapes
 
 from . import convert
 from .model import full_length_twin, masks_some_layer, spec_of
 from .runtime import GRAPH, PathChooser, concrete, dense, input_signature, xla_enabled
 
 XLA = "xla"  # the whole step compiled (forward, backward and update)
+# XLA's whole step holds about 1.1-1.7x one copy of every recurrent weight matrix per time step
+# (measured, float32, 2 cores: a GRU 1L bi at hidden 512, length 512 took 5.4 GB over the
+# graph's step at batch 1, 5.9 GB at batch 16; unidirectional 2.1 GB; a 2-layer BiGRU there
+# was killed for memory at 24 GB; the graph's step needs 0.5 GB): it does not depend on the
+# batch, and grows with length x weights, which training elsewhere never does.
+XLA_STEP_BYTES_PER_WEIGHT_STEP = 1.7
+XLA_STEP_MAX_BYTES = 2 * 2**30  # shapes estimated above this stay off the whole-step XLA path
 SHAPED = "graph_for_shape"  # the graph's step traced for one exact batch shape
 
 _SLOTS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq")}
@@ -80,6 +87,14 @@ def step_signature(spec: ModelSpec) -> list[tf.TensorSpec]:
     return [*input_signature(spec), targets, tf.TensorSpec([], tf.float64)]
 
 
+def xla_step_bytes(spec: ModelSpec, steps: int) -> float:
+    """Estimated memory of the whole training step compiled by XLA for `steps` time steps."""
+    shapes = canonical_shapes(spec)
+    recurrent = sum(int(np.prod(shape)) for name, shape in shapes.items() if name.endswith(("W_ih", "W_hh")))
+    itemsize = np.dtype(spec.dtype).itemsize
+    return XLA_STEP_BYTES_PER_WEIGHT_STEP * steps * recurrent * itemsize
+
+
 class _StepPaths:
     """One training step, run per batch shape on one of three paths, as `PathChooser` decides:
     the graph traced once for any shape (first); once a shape has recurred long enough to pay
@@ -96,13 +111,17 @@ class _StepPaths:
     padded to recur: padded steps would cost their backward pass too).
     """
 
-    def __init__(self, step: Callable[..., Any], signature: list[tf.TensorSpec], xla: bool):
+    def __init__(self, step: Callable[..., Any], signature: list[tf.TensorSpec], xla: bool, spec: ModelSpec):
         self._step, self._signature = step, signature
         self._graph: Any = None
         self._graph_ran = False  # its first run pays one-time work (graph optimisation): untimed
         self._xla: Any = None
         self._shaped: dict[tuple[int, int], Any] = {}  # the graph traced per shape, once chosen
-        self.chooser = PathChooser([XLA, SHAPED])
+
+        def fits(shape: tuple[int, int], path: str) -> bool:
+            return path != XLA or xla_step_bytes(spec, shape[1]) <= XLA_STEP_MAX_BYTES
+
+        self.chooser = PathChooser([XLA, SHAPED], fits)
         if not xla:
             self.chooser.failed()
 
@@ -195,7 +214,7 @@ class Trainer:
             def step(x: Any, lengths: Any, targets: Any, lr: Any) -> Any:
                 return self._step(x, lengths, targets, lr, model=model)
 
-            self._paths[full_length] = _StepPaths(step, self.signature, xla=self.use_xla)
+            self._paths[full_length] = _StepPaths(step, self.signature, xla=self.use_xla, spec=self.spec)
         return self._paths[full_length]
 
     def _tensors(self, inputs: np.ndarray, lengths: np.ndarray, targets: np.ndarray, lr: float) -> list[Any]:
