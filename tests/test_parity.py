@@ -39,8 +39,8 @@ def test_backends_agree_with_the_oracle_and_each_other(point):
 
 
 # rnncore's torch model runs a padded batch either packed or over the whole padded tensor,
-# chosen by how full it is (`PADDED_RUN_MIN_FILL`) and, for bidirectional GRU/RNN training, how
-# long (`PADDED_RUN_MIN_STEPS_BIDIRECTIONAL`); these force one way for every batch.
+# chosen by how full it is (`PADDED_RUN_MIN_FILL`) and, for GRU/RNN training, how long
+# (`PADDED_RUN_MIN_STEPS`); these force one way for every batch.
 TORCH_PATHS = {"packed": 2.0, "padded": 0.0}
 
 
@@ -49,7 +49,7 @@ def force_torch_path(monkeypatch, path):
 
     fill = TORCH_PATHS[path]
     monkeypatch.setattr(torch_model, "PADDED_RUN_MIN_FILL", {"inference": fill, "training": fill})
-    monkeypatch.setattr(torch_model, "PADDED_RUN_MIN_STEPS_BIDIRECTIONAL", {"lstm": 0, "gru": 0, "rnn": 0})
+    monkeypatch.setattr(torch_model, "PADDED_RUN_MIN_STEPS", {"lstm": 0, "gru": 0, "rnn": 0})
 
 
 @pytest.fixture(params=list(TORCH_PATHS))
@@ -79,12 +79,15 @@ def test_torch_matches_the_oracle_on_the_full_grid(dtype, torch_path):
 @pytest.mark.parametrize(
     ("cell", "bidirectional", "steps", "training", "padded"),
     [
-        ("gru", True, 32, True, False),  # short bidirectional GRU/RNN: packed (the reversal costs more)
+        ("gru", True, 32, True, False),  # short GRU/RNN: packed (the padded steps cost more)
         ("rnn", True, 32, True, False),
+        ("rnn", False, 32, True, False),
         ("gru", True, 64, True, True),
+        ("rnn", False, 128, True, True),
         ("lstm", True, 32, True, True),  # an LSTM's packed backward is the slow part
-        ("rnn", False, 32, True, True),  # no backward direction, no reversal
+        ("lstm", False, 32, True, True),
         ("gru", True, 32, False, False),  # inference: packed below 90% valid steps
+        ("gru", False, 128, False, False),
     ],
 )
 def test_torch_chooses_padded_or_packed_runs_by_cell_length_and_fill(

@@ -23,13 +23,16 @@ _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 # fast as a dense one even at 85% (faster for GRUs, RNNs and bidirectional layers): inference
 # stays packed unless the batch is nearly full.
 PADDED_RUN_MIN_FILL = {"inference": 0.9, "training": 0.25}
-# Except short bidirectional GRU/RNN batches, which train packed: the backward direction's
-# reversal within lengths (a gather there and back, per layer) outweighs what the dense run saves
-# when the cell is cheap and the steps few. Measured on 2 cores at batch 64, 55% valid steps,
-# padded vs packed: RNN 2L bi length 32 hidden 128 48.5 vs 41.1 ms, hidden 512 273 vs 200; GRU 1L
-# bi 79 vs 76; but RNN bi at length 128 97 vs 131, and LSTM bi at length 32 41 vs 64 (its packed
-# backward is the slow one).
-PADDED_RUN_MIN_STEPS_BIDIRECTIONAL = {"lstm": 0, "gru": 64, "rnn": 64}
+# Except short GRU/RNN batches, which train packed: when the cell is cheap and the steps few,
+# what the dense run saves in the backward pass is less than the padded steps it computes (and,
+# bidirectional, the reversal within lengths: a gather there and back, per layer). Measured on 2
+# cores at batch 64, 55% valid steps, length 32, padded vs packed: RNN 2L bi hidden 128 48.5 vs
+# 41.1 ms, hidden 512 273 vs 200; RNN 2L uni hidden 512 123 vs 102, GRU 2L uni 329 vs 276,
+# GRU 1L uni 151 vs 135 (at hidden 128 padded is 3-5% faster there, packed as fast as
+# hand-written torch); but RNN 2L uni at length 128, hidden 512, 385 vs 541, RNN bi at length
+# 128 97 vs 131, and LSTMs at length 32 (uni hidden 512 156 vs 171; bi 41 vs 64): an LSTM's
+# packed backward is the slow one.
+PADDED_RUN_MIN_STEPS = {"lstm": 0, "gru": 64, "rnn": 64}
 
 
 def _recurrent_layer(spec: ModelSpec, input_size: int) -> nn.RNNBase:
@@ -150,7 +153,7 @@ class RnnModel(nn.Module):
         if lengths is None or x.device.type != "cpu" or (enc.cell == "rnn" and enc.nonlinearity == "relu"):
             return False
         training = torch.is_grad_enabled()
-        if training and enc.bidirectional and x.shape[1] < PADDED_RUN_MIN_STEPS_BIDIRECTIONAL[enc.cell]:
+        if training and x.shape[1] < PADDED_RUN_MIN_STEPS[enc.cell]:
             return False
         fill = float(lengths.sum()) / (lengths.numel() * x.shape[1])
         return fill >= PADDED_RUN_MIN_FILL["training" if training else "inference"]
