@@ -183,7 +183,7 @@ def run_grid(
     ran: list[grid.Point] = []
     current: tuple[Any, ...] | None = None
     impls: list[Impl] = []
-    # a deliberately optimistic rate for the step-time estimate: half the GEMM peak
+    # a deliberately optimistic rate for the step-time estimate: half the GEMM peak (at batch 64)
     rate = (peak or 50.0) * 0.5
     chosen, left_out = select_points(args.mode, args.points)
     skipped += [{"point": p.key, "reason": "not matched by --points"} for p in left_out]

@@ -22,7 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # benchmarks/ is a folder run from the repository root, not installed
 
 from benchmarks import cli, cpu, report, timing  # noqa: E402
-from benchmarks.grid import REFERENCE, Point, batch_arrays, full_points, quick_points  # noqa: E402
+from benchmarks.grid import (  # noqa: E402
+    REFERENCE,
+    Point,
+    batch_arrays,
+    estimated_seconds,
+    full_points,
+    quick_points,
+)
 
 # ---- contention accounting on synthetic /proc numbers -----------------------------------------
 PROC_STAT = """cpu  {user} 0 {system} {idle} 7 0 {softirq} {steal} 0 0
@@ -164,6 +171,17 @@ def test_points_that_match_nothing_are_refused_before_any_work(tmp_path):
     assert done.returncode == 2
     assert "'lstm-9L-*' matches none" in done.stderr and "lstm-1L-uni-T8-B4-H16" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_step_estimate_counts_batch_one_as_matrix_vector_work():
+    # A 2-layer BiGRU of hidden 512 over 512 steps at batch 1 took minutes a point (5 s a Keras
+    # step); by FLOPs at batch 64's rate it looked like 0.3 s. Batch 64 keeps the plain estimate.
+    heavy_b1 = Point("gru", 2, True, 512, 1, 512)
+    b64 = Point("gru", 2, True, 32, 64, 512)
+    assert estimated_seconds(heavy_b1, "train", 100.0) > 4.0 > estimated_seconds(b64, "train", 100.0)
+    assert estimated_seconds(b64, "train", 100.0) == pytest.approx(b64.flops("train", 64 * 32) / 100e9)
+    one_row = heavy_b1.flops("train", 512) / 100e9
+    assert estimated_seconds(heavy_b1, "train", 100.0) == pytest.approx(64 * one_row)
 
 
 def test_masked_batches_are_padded_with_zero_after_each_length():
