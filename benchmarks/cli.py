@@ -362,8 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     results["grid"], results["skipped"] = entries, skipped
     phase_done("grid")
 
-    if not args.no_keras_torch:
-        points = keras_torch_points(args.mode, ran)
+    points = [] if args.no_keras_torch else keras_torch_points(args.mode, ran)
+    if points:  # none where --points left out the anchor's points
         print(f"keras on torch (subprocess) on {len(points)} point(s) ...", flush=True)
         # Keras on torch runs eagerly (nothing to trace or compile after the first call), and a
         # training step at the reference point takes ~2 s: the first call is the only warm-up, and

@@ -48,10 +48,10 @@ from .runtime import GRAPH, PathChooser, concrete, dense, input_signature, xla_e
 
 XLA = "xla"  # the whole step compiled (forward, backward and update)
 # XLA's whole step holds about 1.1-1.7x one copy of every recurrent weight matrix per time step
-# (measured, float32, 2 cores: a GRU 1L bi at hidden 512, length 512 took 5.4 GB over the
-# graph's step at batch 1, 5.9 GB at batch 16; unidirectional 2.1 GB; a 2-layer BiGRU there
-# was killed for memory at 24 GB; the graph's step needs 0.5 GB): it does not depend on the
-# batch, and grows with length x weights, which training elsewhere never does.
+# (measured, float32: a GRU 1L bi at hidden 512, length 512 took 5.4 GB at batch 1, 5.9 GB at
+# batch 16, unidirectional 2.1 GB, where the graph's step takes 0.5 GB; a 2-layer BiGRU there
+# was killed for memory at 24 GB). It does not depend on the batch and grows with length x
+# weights, so a model that trains fine on the graph can exhaust memory compiled.
 XLA_STEP_BYTES_PER_WEIGHT_STEP = 1.7
 XLA_STEP_MAX_BYTES = 2 * 2**30  # shapes estimated above this stay off the whole-step XLA path
 SHAPED = "graph_for_shape"  # the graph's step traced for one exact batch shape
