@@ -174,8 +174,14 @@ def keras_torch_points(mode: str, ran: list[grid.Point]) -> list[grid.Point]:
 
 
 def run_grid(
-    args: argparse.Namespace, settings: Settings, frameworks: list[str], peak: float | None, deadline: float
+    args: argparse.Namespace,
+    settings: Settings,
+    frameworks: list[str],
+    peak: float | None,
+    deadline: float,
+    selected: tuple[list[grid.Point], list[grid.Point]],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[grid.Point]]:
+    """Time the `selected` points (chosen, left out by `--points`) until `deadline`."""
     from .timing import Impl, run_interleaved
 
     entries: list[dict[str, Any]] = []
@@ -185,7 +191,7 @@ def run_grid(
     impls: list[Impl] = []
     # a deliberately optimistic rate for the step-time estimate: half the GEMM peak (at batch 64)
     rate = (peak or 50.0) * 0.5
-    chosen, left_out = select_points(args.mode, args.points)
+    chosen, left_out = selected
     skipped += [{"point": p.key, "reason": "not matched by --points"} for p in left_out]
     for point in chosen:
         estimate = grid.estimated_seconds(point, "train", rate)
@@ -304,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
     inter_op = args.inter_op_threads or args.threads
     settings = dataclasses.replace(SETTINGS[args.mode], threshold=args.contention_threshold)
-    if not select_points(args.mode, args.points)[0]:
+    selected = select_points(args.mode, args.points)
+    if not selected[0]:
         example = select_points(args.mode)[0][0].key
         print(
             f"error: --points {args.points!r} matches none of the {args.mode} mode's points; keys look "
@@ -367,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("grid ...", flush=True)
     deadline = started + budget - RESERVE[args.mode]
-    entries, skipped, ran = run_grid(args, settings, frameworks, peak, deadline)
+    entries, skipped, ran = run_grid(args, settings, frameworks, peak, deadline, selected)
     results["grid"], results["skipped"] = entries, skipped
     phase_done("grid")
 

@@ -74,17 +74,16 @@ def baseline(point: Point, xla: bool) -> Impl:
 
 
 def xla_step_fits(point: Point) -> bool:
-    """Whether an XLA-compiled training step of this point stays within rnncore's memory limit for
-    one (`rnncore_tensorflow.train.XLA_STEP_MAX_BYTES`). XLA's step holds about one copy of the
-    recurrent weights per time step: the hand-written one at a 2-layer BiGRU of hidden 512 over
-    512 steps was killed for memory at 24 GB, a 1-layer one took 5.4 GB. An expert would not
-    ship that step, and rnncore's trainer leaves such shapes on the graph."""
-    from rnncore_tensorflow.train import XLA_STEP_MAX_BYTES, xla_step_bytes
+    """Whether an XLA-compiled training step of this point stays within the memory limit rnncore's
+    trainer keeps to (`rnncore_tensorflow.train.xla_step_fits`). XLA's step holds about one copy
+    of the recurrent weights per time step: the hand-written one at a 2-layer BiGRU of hidden
+    512 over 512 steps was killed for memory at 24 GB, a 1-layer one took 5.4 GB. An expert
+    would not ship that step, and rnncore's trainer leaves such shapes on the graph."""
+    from rnncore_tensorflow import train
 
     import rnncore
 
-    spec = rnncore.ModelSpec.from_dict(point.spec_dict())
-    return xla_step_bytes(spec, point.seq_len) <= XLA_STEP_MAX_BYTES
+    return train.xla_step_fits(rnncore.ModelSpec.from_dict(point.spec_dict()), point.seq_len)
 
 
 class _Settling:

@@ -95,6 +95,11 @@ def xla_step_bytes(spec: ModelSpec, steps: int) -> float:
     return XLA_STEP_BYTES_PER_WEIGHT_STEP * steps * recurrent * itemsize
 
 
+def xla_step_fits(spec: ModelSpec, steps: int) -> bool:
+    """Whether the whole step compiled for `steps` time steps stays within `XLA_STEP_MAX_BYTES`."""
+    return xla_step_bytes(spec, steps) <= XLA_STEP_MAX_BYTES
+
+
 class _StepPaths:
     """One training step, run per batch shape on one of three paths, as `PathChooser` decides:
     the graph traced once for any shape (first); once a shape has recurred long enough to pay
@@ -119,7 +124,7 @@ class _StepPaths:
         self._shaped: dict[tuple[int, int], Any] = {}  # the graph traced per shape, once chosen
 
         def fits(shape: tuple[int, int], path: str) -> bool:
-            return path != XLA or xla_step_bytes(spec, shape[1]) <= XLA_STEP_MAX_BYTES
+            return path != XLA or xla_step_fits(spec, shape[1])
 
         self.chooser = PathChooser([XLA, SHAPED], fits)
         if not xla:
