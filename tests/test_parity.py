@@ -239,9 +239,11 @@ def test_keras_forward_compiles_shapes_that_recur_and_still_matches_the_oracle(p
     assert forward.chooser.compiled_shapes == {(4, 8)}
     trials = forward.chooser._trials[(4, 8)]
     assert set(trials) == set(forward.chooser.paths)
-    # compiled with every layer masked, and as built where that is not the same graph
+    # compiled with every layer masked, and as built where that is not the same graph; and the
+    # graph traced for the shape
     as_built = [] if masks_every_layer(spec_for(point)) else ["xla"]
-    assert forward.chooser.paths == ["graph", "xla_masked", *as_built]
+    assert forward.chooser.paths == ["graph", "xla_masked", *as_built, "graph_for_shape"]
+    assert set(forward._shaped) == {(4, 8)}, "the graph traced for the recurring shape"
     assert all(len(times) == runtime.XLA_TRIALS for times in trials.values()), trials
     assert forward.chooser.decided[(4, 8)] in forward.chooser.paths
 
@@ -287,8 +289,8 @@ def test_keras_forward_stays_on_the_graph_when_xla_cannot_compile(monkeypatch):
         assert_close(rnncore.predict(model, x, lengths), expected, "outputs", spec.dtype)
         if forward.settled(x):
             break
-    assert forward.chooser.paths == ["graph"], "the failed compile takes XLA out of the race"
-    assert forward.settled(x) and forward.chooser.path((4, 8)) == "graph"
+    assert forward.chooser.paths == ["graph", "graph_for_shape"], "the failed compile takes XLA out"
+    assert forward.settled(x) and forward.chooser.path((4, 8)) in ("graph", "graph_for_shape")
     assert forward.chooser.compiled_shapes == {(4, 8)}, "the compile should have been tried"
     assert_close(rnncore.predict(model, x, lengths), expected, "outputs", spec.dtype)
 
@@ -307,7 +309,7 @@ def test_keras_batches_without_padding_run_the_mask_free_twin(point, monkeypatch
     runner = runtime._runner(model)
     twin_forward = runner.forward_for(x, full)
     assert twin_forward is not runner.forward
-    assert twin_forward.chooser.paths == ["graph", "xla_masked", "xla_unmasked"]
+    assert twin_forward.chooser.paths == ["graph", "xla_masked", "xla_unmasked", "graph_for_shape"]
     for _ in range(100):  # eager, graph, both compiled variants, trials, verdict
         assert_close(rnncore.predict(model, x, full), expected, "outputs", spec.dtype)
         if twin_forward.settled(x):

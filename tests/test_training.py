@@ -249,6 +249,7 @@ def test_keras_whole_step_xla_trains_to_torch_weights(monkeypatch):
     from rnncore_tensorflow import runtime
 
     monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)  # compile on the first traced step
+    monkeypatch.setattr(runtime, "XLA_TRIALS", 4)  # every path's trials within 25 steps per shape
     spec = _spec("float32", cell="gru", pooling="last")
     config, start = CONFIGS["adam"], rnncore.init_weights(spec, seed=4)
     torch_model, _, torch_losses = _train(spec, "torch", config, start, full_every=2)

@@ -10,11 +10,13 @@ asked often gets the fast graph without a retrace per batch shape.
 The forward of a batch shape that keeps coming back (a prediction or evaluation loop) may run
 XLA-compiled (`_Forward`): on 2 CPU cores up to 1.6x faster than the graph at batch 64 and 4x
 at batch 1, for ~0.5 s of compiling per shape and variant, though not for every model and
-shape, so the paths are timed against each other and the fastest kept. Lengths are padded up
+shape, so the paths are timed against each other and the fastest kept, along with the graph
+traced again for that exact shape (static sizes: 4-9% faster where the graph beats XLA, as
+a hand-written `tf.function` loop over one shape is). Lengths are padded up
 to a multiple of `XLA_STEP_MULTIPLE` (the model masks by `lengths`, so extra padding changes
 nothing) to make shapes recur, and at most `XLA_MAX_SHAPES` shapes are compiled per model.
 Outputs agree with the graph's to float rounding (~1e-7 in float32). `RNNCORE_KERAS_XLA=0`
-turns it off.
+turns the race off (every shape on the shape-free graph).
 
 A batch without padding (every length equal to the batch's steps) of a model with masked
 layers runs the model's mask-free `full_length_twin`, which takes the inputs alone (no
@@ -85,7 +87,11 @@ def _as_tensors(arrays: tuple[Any, ...], signature: list[tf.TensorSpec]) -> list
 XLA_STEP_MULTIPLE = 8
 XLA_MAX_SHAPES = 32
 XLA_COMPILE_S_GUESS = 0.5  # until a compile has been timed
-XLA_TRIALS = 4  # timed calls of a shape on each path after its compile, interleaved
+# Timed calls of a shape on each path after its compile, interleaved. Single calls vary by
+# +-20% on 2 busy cores: with 4 each, paths 5% apart (the graph and the graph traced for the
+# shape) swapped verdicts from run to run of one model. Trials are real calls, so more of them
+# cost only the slower paths' extra time.
+XLA_TRIALS = 8
 
 
 def xla_enabled() -> bool:
@@ -94,10 +100,11 @@ def xla_enabled() -> bool:
 
 Shape = tuple[int, int]
 GRAPH = "graph"
+SHAPED = "graph_for_shape"  # the graph traced again for one exact batch shape (static sizes)
 
 
 class PathChooser:
-    """Which path runs each batch shape: the graph, or one of the XLA-compiled variants.
+    """Which path runs each batch shape: the graph, or a variant (XLA-compiled, or traced for it).
 
     A shape is compiled once the graph has spent as long on it as its compiles take (the last
     compile's time, per XLA variant; a guess before the first): never more than twice the time
@@ -105,7 +112,7 @@ class PathChooser:
     two) stay on the graph, and a loop over one shape moves on within a second or two.
 
     Which path is fastest depends on the model and the shape, so it is measured: after the
-    compiles, the next calls go round the paths (the graph and each XLA variant) `XLA_TRIALS`
+    compiles, the next calls go round the paths (the graph and each variant) `XLA_TRIALS`
     times, timed, and the shape stays on the path with the lowest median. On 2 cores XLA lost
     to the graph on a 1-layer LSTM at hidden 128, batch 64, length 128; compiled with every
     layer masked a 2-layer LSTM ran 25% faster than unmasked, a 1-layer one at hidden 256 10%
@@ -202,12 +209,17 @@ class PathChooser:
 
 
 class _Forward:
-    """Eval-mode forward: eager, then the traced graph, then XLA for shapes that recur (the
-    path per shape is `PathChooser`'s).
+    """Eval-mode forward: eager, then the traced graph; for shapes that recur, the graph traced
+    for that exact shape and the XLA-compiled variants too (the path per shape is
+    `PathChooser`'s).
 
-    (The trainer also races the graph traced for each recurring shape. Tried here too, it won
-    1 of 4 shapes by 3% (GRU bi at batch 64) and lost or tied elsewhere, where XLA won: not
-    worth its trace and trials in every prediction loop.)"""
+    A graph of static shapes runs 4-9% faster than the shape-free one where the graph is the
+    path to beat (2 cores, interleaved: a 1-layer BiLSTM at hidden 128, batch 64, length 32
+    13.9 vs 15.0 ms, where XLA took 16.5; a BiGRU there 11.4 vs 12.2): TensorFlow's optimiser
+    and Keras' loops do more with known sizes, and a hand-written `tf.function` loop over one
+    shape gets that for free. The trace costs about as much as an XLA compile, and only shapes
+    that recur pay it.
+    """
 
     def __init__(
         self,
@@ -220,12 +232,14 @@ class _Forward:
         (their shapes are kept exact: padding steps would make them padded). `xla_fns`: by
         path name, a maker of a function of the same arguments and result to compile."""
         self._signature = input_signature(spec)[:1] if full_length else input_signature(spec)
+        self._fn = fn
         self._graph = _TracedOnReuse(fn, self._signature)
         self._xla_makers = xla_fns
         self._xla: dict[str, Any] = {}  # path -> its jit-compiled concrete function, once used
+        self._shaped: dict[Shape, Any] = {}  # shape -> the graph traced for it, once used
         self._spec = spec
         self._step_multiple = 1 if full_length else XLA_STEP_MULTIPLE
-        self.chooser = PathChooser(list(xla_fns))
+        self.chooser = PathChooser([*xla_fns, SHAPED])
 
     def settled(self, inputs: np.ndarray) -> bool:
         """Whether the path for batches shaped like `inputs` is final (timed runs start here)."""
@@ -239,9 +253,12 @@ class _Forward:
         path = self.chooser.path(shape)
         if path != GRAPH:
             try:
-                return self._run_xla(path, shape, inputs, lengths)
+                return self._run_for_shape(path, shape, inputs, lengths)
             except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
-                self.chooser.failed()  # an op XLA cannot compile here; the graph computes the same
+                if path == SHAPED:
+                    raise  # the graph's own error: the graph would raise it too
+                for variant in self._xla_makers:  # an op XLA cannot compile here
+                    self.chooser.failed(variant)
         traced = self._graph.traced
         start = time.perf_counter()
         out = self._graph(*self._args(inputs, lengths)).numpy()
@@ -249,17 +266,27 @@ class _Forward:
             self.chooser.ran(shape, GRAPH, time.perf_counter() - start)
         return out
 
-    def _run_xla(self, path: str, shape: Shape, inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        if path not in self._xla:
-            self._xla[path] = concrete(self._xla_makers[path](), self._signature, jit_compile=True)
+    def _run_for_shape(self, path: str, shape: Shape, inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """`path` (an XLA variant or the graph traced for `shape`) on the batch padded to `shape`;
+        its first run per shape includes its compile or trace, which `ran` takes as such."""
         steps = inputs.shape[1]
         args = self._args(_pad_steps(self._spec, inputs, shape[1]), lengths)
         start = time.perf_counter()
-        out = self._xla[path](*_as_tensors(args, self._signature))
+        out = self._function(path, shape, args)(*_as_tensors(args, self._signature))
         out = out[:, :steps] if self._spec.per_step_output else out
         result = out.numpy()  # inside the timing: the graph's calls are timed to their result too
         self.chooser.ran(shape, path, time.perf_counter() - start)
         return result
+
+    def _function(self, path: str, shape: Shape, args: tuple[np.ndarray, ...]) -> Any:
+        if path == SHAPED:
+            if shape not in self._shaped:
+                exact = [tf.TensorSpec(a.shape, s.dtype) for a, s in zip(args, self._signature, strict=True)]
+                self._shaped[shape] = concrete(self._fn, exact)
+            return self._shaped[shape]
+        if path not in self._xla:  # one function for every shape: XLA compiles per shape itself
+            self._xla[path] = concrete(self._xla_makers[path](), self._signature, jit_compile=True)
+        return self._xla[path]
 
     def _args(self, inputs: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, ...]:
         return (inputs, lengths)[: len(self._signature)]

@@ -44,7 +44,7 @@ from rnncore.weights import Weights, canonical_shapes
 
 from . import convert
 from .model import full_length_twin, masks_some_layer, spec_of
-from .runtime import GRAPH, PathChooser, concrete, dense, input_signature, xla_enabled
+from .runtime import GRAPH, SHAPED, PathChooser, concrete, dense, input_signature, xla_enabled
 
 XLA = "xla"  # the whole step compiled (forward, backward and update)
 # XLA's whole step holds about 1.1-1.7x one copy of every recurrent weight matrix per time step
@@ -54,7 +54,6 @@ XLA = "xla"  # the whole step compiled (forward, backward and update)
 # weights, so a model that trains fine on the graph can exhaust memory compiled.
 XLA_STEP_BYTES_PER_WEIGHT_STEP = 1.7
 XLA_STEP_MAX_BYTES = 2 * 2**30  # shapes estimated above this stay off the whole-step XLA path
-SHAPED = "graph_for_shape"  # the graph's step traced for one exact batch shape
 
 _SLOTS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq")}
 
