@@ -95,17 +95,22 @@ class _Settling:
     times the steady state and reports the calls before it as `settle_s`.
     """
 
-    def __init__(self, call: Runner, settled: Callable[[], bool], limit_s: float = 30.0):
+    def __init__(self, call: Runner, settled: Callable[[], bool], limit_s: float = 180.0):
         self._call, self._settled, self._limit_s = call, settled, limit_s
 
     def __call__(self) -> Any:
         return self._call()
 
-    def settle(self) -> None:
+    def settle(self) -> bool:
+        """Whether the path is final (False: `limit_s` ran out first, and the timed calls may
+        include the race's trials of slower paths). Long training steps need minutes: XLA
+        compiles a 2-layer bidirectional step over 512 steps for tens of seconds, and each path
+        then runs `XLA_MIN_TRIALS` steps of seconds each."""
         end = time.perf_counter() + self._limit_s
         # (a shape another runner of the same model has settled is settled already)
         while not self._settled() and time.perf_counter() < end:
             self._call()
+        return self._settled()
 
 
 def rnncore_keras(point: Point) -> list[Impl]:

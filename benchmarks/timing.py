@@ -69,6 +69,7 @@ class Series:
     second_call_s: float | None = None
     first_call_peak_mb: float | None = None
     settle_s: float | None = None  # after warm-up, until the runner's own adaptation is done
+    settled: bool | None = None  # whether that adaptation was done within its limit (None: none)
     calls_per_rep: int = 1
     reps: list[Rep] = field(default_factory=list)
     error: str | None = None
@@ -87,6 +88,7 @@ class Series:
             "second_call_s": self.second_call_s,
             "first_call_peak_mb": self.first_call_peak_mb,
             "settle_s": self.settle_s,
+            "settled": self.settled,
             "calls_per_rep": self.calls_per_rep,
             "reps": len(self.reps),
             "quiet_reps": len(self.quiet()),
@@ -139,7 +141,9 @@ def warm_up(name: str, fn: Callable[[], Any], settings: Settings) -> Series:
         if settle is not None:
             # a runner that changes path after some calls (rnncore's Keras forward compiles a
             # recurring shape) is brought to its steady state; the time it took is reported
-            series.settle_s = _timed(settle)
+            start = time.perf_counter()
+            series.settled = bool(settle())
+            series.settle_s = time.perf_counter() - start
             estimate = _timed(fn)
     except Exception as err:  # an implementation that fails is reported, not fatal
         series.error = f"{type(err).__name__}: {err}"[:500]

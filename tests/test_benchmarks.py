@@ -102,6 +102,32 @@ def test_interleaving_rotates_the_order_each_round():
     assert all(len(s.reps) == 3 for s in series.values())
 
 
+def test_a_runner_that_adapts_is_settled_first_and_says_whether_it_was():
+    settings = timing.Settings(
+        warmup_calls=2, min_rep_s=0.0, max_calls_per_rep=1, min_quiet=1, min_rounds=1, max_rounds=1,
+        budget_s=60.0, threshold=1e9,
+    )  # fmt: skip
+
+    class Adapting:
+        def __init__(self, settles: bool):
+            self.calls, self.settles = 0, settles
+
+        def __call__(self) -> None:
+            self.calls += 1
+
+        def settle(self) -> bool:  # as rnncore's Keras runner: calls until its path is final
+            self.calls += 5
+            return self.settles
+
+    for settles in (True, False):
+        runner = Adapting(settles)
+        series = timing.warm_up("a", runner, settings)
+        assert runner.calls == 2 + 5 + 1  # warm-up, settling, one call to estimate the steady state
+        summary = series.summary(min_quiet=1)
+        assert summary["settled"] is settles and summary["settle_s"] >= 0
+    assert timing.warm_up("b", lambda: None, settings).summary(min_quiet=1)["settled"] is None
+
+
 # ---- ratios -----------------------------------------------------------------------------------
 def _impl(
     framework: str, rnncore: bool, rate: float, same_process: bool = True, fastest: float = 0.0

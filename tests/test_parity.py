@@ -211,6 +211,7 @@ def _predicted_often(
 
     monkeypatch.setenv("RNNCORE_KERAS_XLA", xla)
     monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", compile_s_guess)
+    monkeypatch.setattr(runtime, "XLA_TRIAL_S", float("inf"))  # XLA_TRIALS each, however slow
     spec = spec_for(point)
     weights = rnncore.init_weights(spec, seed=3)
     model = rnncore.build(spec, backend="tensorflow", weights=weights)

@@ -307,6 +307,25 @@ def test_path_chooser_races_only_the_variants_that_fit_a_shape(monkeypatch):
     assert set(chooser._trials[(4, 8)]) == {"graph", "b"} and chooser.decided[(4, 8)] == "b"
 
 
+def test_path_chooser_takes_fewer_trials_of_long_calls(monkeypatch):
+    # Short calls jitter: 8 each. Calls that add up to XLA_TRIAL_S per path average the jitter
+    # out themselves: XLA_MIN_TRIALS each (a 3 s training step would otherwise take 48 s).
+    from rnncore_tensorflow import runtime
+
+    monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)
+    for call_s, trials in ((0.01, runtime.XLA_TRIALS), (runtime.XLA_TRIAL_S / 2, runtime.XLA_MIN_TRIALS)):
+        chooser = runtime.PathChooser(["a"])
+        chooser.ran((4, 8), "graph", call_s)
+        assert chooser.path((4, 8)) == "a"
+        chooser.ran((4, 8), "a", 1.0)  # its compile
+        while not chooser.settled((4, 8)):
+            path = chooser.path((4, 8))
+            chooser.ran((4, 8), path, call_s if path == "graph" else call_s / 2)
+        assert [len(t) for t in chooser._trials[(4, 8)].values()] == [trials, trials]
+        assert chooser.decided[(4, 8)] == "a"
+    assert runtime.XLA_MIN_TRIALS < runtime.XLA_TRIALS
+
+
 def test_keras_whole_step_falls_back_to_the_graph_when_xla_cannot_compile_it(monkeypatch):
     import tensorflow as tf
     from rnncore_tensorflow import runtime
@@ -319,6 +338,7 @@ def test_keras_whole_step_falls_back_to_the_graph_when_xla_cannot_compile_it(mon
         return step(self, *args, **kwargs)
 
     monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)
+    monkeypatch.setattr(runtime, "XLA_TRIAL_S", float("inf"))  # XLA_TRIALS each, however slow
     monkeypatch.setattr(Trainer, "_step", printing_step)
     spec = _spec("float64", cell="lstm")
     config, start = CONFIGS["adam"], rnncore.init_weights(spec, seed=4)

@@ -87,11 +87,15 @@ def _as_tensors(arrays: tuple[Any, ...], signature: list[tf.TensorSpec]) -> list
 XLA_STEP_MULTIPLE = 8
 XLA_MAX_SHAPES = 32
 XLA_COMPILE_S_GUESS = 0.5  # until a compile has been timed
-# Timed calls of a shape on each path after its compile, interleaved. Single calls vary by
+# Timed calls of a shape on each path after its compile, interleaved: `XLA_TRIALS`, or fewer
+# (at least `XLA_MIN_TRIALS`) once a path's trials add up to `XLA_TRIAL_S`. Short calls vary by
 # +-20% on 2 busy cores: with 4 each, paths 5% apart (the graph and the graph traced for the
-# shape) swapped verdicts from run to run of one model. Trials are real calls, so more of them
-# cost only the slower paths' extra time.
+# shape, at ~13 ms a call) swapped verdicts from run to run of one model; calls of a second or
+# more average the jitter out themselves. Trials are real calls, so more of them cost only the
+# slower paths' extra time.
 XLA_TRIALS = 8
+XLA_MIN_TRIALS = 4
+XLA_TRIAL_S = 1.0
 
 
 def xla_enabled() -> bool:
@@ -112,8 +116,8 @@ class PathChooser:
     two) stay on the graph, and a loop over one shape moves on within a second or two.
 
     Which path is fastest depends on the model and the shape, so it is measured: after the
-    compiles, the next calls go round the paths (the graph and each variant) `XLA_TRIALS`
-    times, timed, and the shape stays on the path with the lowest median. On 2 cores XLA lost
+    compiles, the next calls go round the paths (the graph and each variant), timed (see
+    `XLA_TRIALS`), and the shape stays on the path with the lowest median. On 2 cores XLA lost
     to the graph on a 1-layer LSTM at hidden 128, batch 64, length 128; compiled with every
     layer masked a 2-layer LSTM ran 25% faster than unmasked, a 1-layer one at hidden 256 10%
     slower. (Round robin, because a busy machine's slow spells then hit every path alike; an
@@ -204,8 +208,12 @@ class PathChooser:
             return
         trials = self._trials[shape]
         trials[path].append(elapsed)
-        if all(len(times) >= XLA_TRIALS for times in trials.values()):
+        if all(_trials_done(times) for times in trials.values()):
             self._verdict[shape] = _fastest(trials)
+
+
+def _trials_done(times: list[float]) -> bool:
+    return len(times) >= XLA_TRIALS or (len(times) >= XLA_MIN_TRIALS and sum(times) >= XLA_TRIAL_S)
 
 
 class _Forward:
