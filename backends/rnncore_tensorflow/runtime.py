@@ -11,7 +11,7 @@ The forward of a batch shape that keeps coming back (a prediction or evaluation 
 XLA-compiled (`_Forward`): on 2 CPU cores up to 1.6x faster than the graph at batch 64 and 4x
 at batch 1, for ~0.5 s of compiling per shape and variant, though not for every model and
 shape, so the paths are timed against each other and the fastest kept, along with the graph
-traced again for that exact shape (static sizes: 4-9% faster where the graph beats XLA, as
+traced again for that exact shape (static sizes: 1-8% faster than the shape-free graph, as
 a hand-written `tf.function` loop over one shape is). Lengths are padded up
 to a multiple of `XLA_STEP_MULTIPLE` (the model masks by `lengths`, so extra padding changes
 nothing) to make shapes recur, and at most `XLA_MAX_SHAPES` shapes are compiled per model.
@@ -221,12 +221,13 @@ class _Forward:
     for that exact shape and the XLA-compiled variants too (the path per shape is
     `PathChooser`'s).
 
-    A graph of static shapes runs 4-9% faster than the shape-free one where the graph is the
-    path to beat (2 cores, interleaved: a 1-layer BiLSTM at hidden 128, batch 64, length 32
-    13.9 vs 15.0 ms, where XLA took 16.5; a BiGRU there 11.4 vs 12.2): TensorFlow's optimiser
-    and Keras' loops do more with known sizes, and a hand-written `tf.function` loop over one
-    shape gets that for free. The trace costs about as much as an XLA compile, and only shapes
-    that recur pay it.
+    A graph of static shapes ran 1-8% faster than the shape-free one (2 cores, interleaved,
+    medians of 10 rounds; a 1-layer BiLSTM at hidden 128, batch 64, length 32, where the graph
+    is the path to beat: 14.2 against 15.0 ms over three runs, XLA 17.2; a BiGRU there 11.4
+    against 12.2), and slower once (a 1-layer LSTM at batch 1, where XLA won by 3x anyway):
+    TensorFlow's optimiser and Keras' loops do more with known sizes, and a hand-written
+    `tf.function` loop over one shape gets that for free. The trace costs about as much as an
+    XLA compile, and only shapes that recur pay it.
     """
 
     def __init__(
