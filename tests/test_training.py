@@ -124,6 +124,19 @@ def test_tagging_loss_ignores_padding_and_matches_numpy(backend):
     assert trainer.step(x, lengths, y, 1e-9) == pytest.approx(expected, rel=1e-10)
 
 
+def test_torch_trainer_flushes_denormals_as_tensorflow_does():
+    # unflushed, RNN training slows down many times once gradients reach the denormal range
+    import torch
+
+    denormal = torch.tensor([1e-39], dtype=torch.float32)
+    torch.set_flush_denormal(False)
+    assert float(denormal * 1.0) != 0.0  # the CPU keeps it unless told otherwise
+    spec = _spec("float32")
+    model = rnncore.build(spec, backend="torch", weights=rnncore.init_weights(spec, seed=0))
+    rnncore.get_backend("torch").make_trainer(model, CONFIGS["adam"])
+    assert float(denormal * 1.0) == 0.0
+
+
 def test_optimizer_state_moves_between_backends():
     spec = _spec("float64")
     config = CONFIGS["adam"]

@@ -1,5 +1,11 @@
 """Training steps on torch with the update rules of `rnncore.train.config` (torch.optim's own).
 
+A trainer flushes denormal floats to zero on the CPU (`torch.set_flush_denormal`, for the whole
+process), as TensorFlow does on its own: training drives RNN gradients and optimizer slots into
+the denormal range (below 1.2e-38 in float32), where x86 arithmetic is many times slower (an
+RNN 2-layer step slowed from 61 to 113 ms within 48 steps of one repeated batch, unflushed). The
+values flushed are far below every training tolerance, and both backends then agree on them.
+
 Optimizer state is exchanged in canonical names (`<weight>/exp_avg`, `<weight>/exp_avg_sq`,
 `<weight>/momentum_buffer`, plus `step`), so a checkpoint written here resumes on Keras.
 """
@@ -61,6 +67,7 @@ class Trainer:
         # canonical name -> trainable parameter (LSTM/RNN bias_hh is frozen and not here)
         self.params = {canonical: paths[path] for canonical, path in parameter_map(model.spec)}
         self.optimizer = _optimizer(list(self.params.values()), config)
+        torch.set_flush_denormal(True)  # see the module's docstring (False where the CPU cannot)
         self.steps = 0  # torch's SGD keeps no step count of its own
         # what runs the forward pass: the model, or a DistributedDataParallel wrapper of it
         self.forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = model
