@@ -8,6 +8,7 @@ tokenizer's Python fast path (which the benchmark measures) against the Rust tok
 
 from __future__ import annotations
 
+import collections
 import json
 import pickle
 import random
@@ -90,16 +91,28 @@ def test_contended_repetitions_are_left_out_when_quiet_ones_exist():
     assert s["contended"] is True and s["median_s"] == pytest.approx(1.0)
 
 
-def test_interleaving_rotates_the_order_each_round():
+def test_interleaving_changes_who_runs_before_whom_each_round():
     calls: list[str] = []
     runners = {name: (lambda n=name: calls.append(n)) for name in "abc"}
     settings = timing.Settings(
-        warmup_calls=2, min_rep_s=0.0, max_calls_per_rep=1, min_quiet=1, min_rounds=3, max_rounds=3,
+        warmup_calls=2, min_rep_s=0.0, max_calls_per_rep=1, min_quiet=1, min_rounds=6, max_rounds=6,
         budget_s=60.0, threshold=1e9,
     )  # fmt: skip
     series = timing.run_interleaved(runners, settings)
-    assert calls[6:] == list("abcbcacab")  # after two warm-up calls each
-    assert all(len(s.reps) == 3 for s in series.values())
+    assert calls[:6] == list("aabbcc") and calls[6:9] == list("abc")  # warm-ups, then a warm round
+    rounds = ["".join(calls[9 + 3 * r : 12 + 3 * r]) for r in range(6)]
+    assert all(sorted(r) == list("abc") for r in rounds)
+    pairs = collections.Counter(r[i : i + 2] for r in rounds for i in range(2))
+    assert pairs == {pair: 2 for pair in ("ab", "ba", "ac", "ca", "bc", "cb")}  # each follows each
+    assert all(len(s.reps) == 6 for s in series.values())
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 7])
+def test_round_orders_let_every_runner_follow_every_other_equally_often(n):
+    rows = timing.round_orders(n)
+    assert all(sorted(row) == list(range(n)) for row in rows)
+    pairs = collections.Counter((row[i], row[i + 1]) for row in rows for i in range(n - 1))
+    assert len(pairs) == n * (n - 1) and len(set(pairs.values())) <= 1
 
 
 def test_a_runner_that_adapts_is_settled_first_and_says_whether_it_was():
@@ -122,7 +135,9 @@ def test_a_runner_that_adapts_is_settled_first_and_says_whether_it_was():
     for settles in (True, False):
         runner = Adapting(settles)
         series = timing.warm_up("a", runner, settings)
-        assert runner.calls == 2 + 5 + 1  # warm-up, settling, one call to estimate the steady state
+        assert runner.calls == 2 + 5  # warm-up, then settling
+        timing.warm_round({"a": runner}, {"a": series}, settings)
+        assert runner.calls == 2 + 5 + 1  # one call in the steady state, after every warm-up
         summary = series.summary(min_quiet=1)
         assert summary["settled"] is settles and summary["settle_s"] >= 0
     assert timing.warm_up("b", lambda: None, settings).summary(min_quiet=1)["settled"] is None
