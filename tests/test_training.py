@@ -128,8 +128,8 @@ def test_torch_trainer_flushes_denormals_as_tensorflow_does():
     # unflushed, RNN training slows down many times once gradients reach the denormal range
     import torch
 
-    denormal = torch.tensor([1e-39], dtype=torch.float32)
-    torch.set_flush_denormal(False)
+    torch.set_flush_denormal(False)  # (an earlier trainer in this process may have set it)
+    denormal = torch.tensor([1e-39], dtype=torch.float32)  # made unflushed: flushing would zero it
     assert float(denormal * 1.0) != 0.0  # the CPU keeps it unless told otherwise
     spec = _spec("float32")
     model = rnncore.build(spec, backend="torch", weights=rnncore.init_weights(spec, seed=0))
@@ -257,7 +257,7 @@ def test_tagging_labels_past_a_row_length_or_ignored_are_not_checked(backend):
 
 def test_keras_whole_step_xla_trains_to_torch_weights(monkeypatch):
     # Shapes that recur are compiled whole (forward, backward, update) and traced for their
-    # exact shape, each timed against the graph's step; whichever path wins, 50 steps end at
+    # exact shape, the two timed against each other; whichever path wins, 50 steps end at
     # torch's weights.
     from rnncore_tensorflow import runtime
 
@@ -271,7 +271,8 @@ def test_keras_whole_step_xla_trains_to_torch_weights(monkeypatch):
         chooser = trainer._paths[full_length].chooser
         assert chooser.paths == ["graph", "xla", "graph_for_shape"]
         assert chooser.compiled_shapes == {(6, 9)}
-        assert chooser.decided[(6, 9)] in chooser.paths
+        assert chooser.decided[(6, 9)] in ("xla", "graph_for_shape")
+        assert set(chooser._trials[(6, 9)]) == {"xla", "graph_for_shape"}
         assert all(len(t) == runtime.XLA_TRIALS for t in chooser._trials[(6, 9)].values())
     np.testing.assert_allclose(keras_losses, torch_losses, rtol=1e-4)
     a, b = rnncore.get_weights(torch_model), rnncore.get_weights(keras_model)
@@ -296,8 +297,8 @@ def test_keras_whole_step_xla_is_left_out_where_it_would_need_too_much_memory(mo
     weights, trainer = _keras_weights_after_training(spec, config, start)
     paths = trainer._paths[False]
     assert paths.chooser.paths == ["graph", "xla", "graph_for_shape"], "XLA stays on for shapes that fit"
-    assert set(paths.chooser._trials[(6, 9)]) == {"graph", "graph_for_shape"}
-    assert paths.chooser.decided[(6, 9)] in ("graph", "graph_for_shape")
+    assert set(paths.chooser._trials[(6, 9)]) == {"graph_for_shape"}, "it stands in for the graph"
+    assert paths.chooser.decided[(6, 9)] == "graph_for_shape"
     assert not paths.chooser.compiled((6, 9), "xla") and paths._xla is None, "the step must never compile"
     expected = rnncore.get_weights(torch_model)
     for key in expected:
@@ -318,6 +319,26 @@ def test_path_chooser_races_only_the_variants_that_fit_a_shape(monkeypatch):
         assert path in ("graph", "b")
         chooser.ran((4, 8), path, 0.1 if path == "b" else 0.2)
     assert set(chooser._trials[(4, 8)]) == {"graph", "b"} and chooser.decided[(4, 8)] == "b"
+
+
+def test_path_chooser_races_a_stand_in_in_place_of_the_graph(monkeypatch):
+    from rnncore_tensorflow import runtime
+
+    monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)
+    chooser = runtime.PathChooser(["a", "b"], stand_in="b")
+    chooser.ran((4, 8), "graph", 0.1)
+    for _ in range(4 * runtime.XLA_TRIALS):
+        if chooser.settled((4, 8)):
+            break
+        path = chooser.path((4, 8))
+        assert path in ("a", "b"), "the graph is not timed once the shape's race has begun"
+        chooser.ran((4, 8), path, 0.3 if path == "a" else 0.2)
+    assert set(chooser._trials[(4, 8)]) == {"a", "b"} and chooser.decided[(4, 8)] == "b"
+    chooser.ran((4, 8), "graph", 0.01)  # a graph call after the verdict (a fallback) changes nothing
+    assert chooser.decided[(4, 8)] == "b"
+    fitting = runtime.PathChooser(["a", "b"], fits=lambda shape, variant: variant == "a", stand_in="b")
+    fitting.ran((4, 8), "graph", 0.1)
+    assert fitting.path((4, 8)) == "a" and set(fitting._trials[(4, 8)]) == {"graph", "a"}, "no stand-in"
 
 
 def test_path_chooser_takes_fewer_trials_of_long_calls(monkeypatch):

@@ -132,9 +132,17 @@ class PathChooser:
     much memory there, say); a shape no variant fits stays on the graph.
     """
 
-    def __init__(self, variants: list[str], fits: Callable[[Shape, str], bool] | None = None):
+    def __init__(
+        self,
+        variants: list[str],
+        fits: Callable[[Shape, str], bool] | None = None,
+        stand_in: str | None = None,
+    ):
+        """`stand_in`: a variant that replaces the graph in a shape's race (the graph itself is
+        not timed there), for a variant known never to lose to it beyond the trials' noise."""
         self.variants = variants
         self._fits = fits or (lambda shape, variant: True)
+        self._stand_in = stand_in
         self._graph_s: defaultdict[Shape, float] = defaultdict(float)
         self._trials: dict[Shape, dict[str, list[float]]] = {}  # compiled shapes' timed calls by path
         self._compiled_paths: defaultdict[Shape, set[str]] = defaultdict(set)
@@ -192,7 +200,8 @@ class PathChooser:
             if not racing:
                 self._verdict[shape] = GRAPH
                 return GRAPH
-            self._trials[shape] = {p: [] for p in (GRAPH, *racing)}
+            graph = [] if self._stand_in in racing else [GRAPH]
+            self._trials[shape] = {p: [] for p in (*graph, *racing)}
             return racing[0]
         return GRAPH
 
@@ -204,8 +213,8 @@ class PathChooser:
             self._compiled_paths[shape].add(path)
             self._compile_s = elapsed
             return
-        if shape not in self._trials or shape in self._verdict:
-            return
+        if shape not in self._trials or shape in self._verdict or path not in self._trials[shape]:
+            return  # (the graph, where a stand-in races for it: after a failed compile, say)
         trials = self._trials[shape]
         trials[path].append(elapsed)
         if all(_trials_done(times) for times in trials.values()):
