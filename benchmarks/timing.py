@@ -1,11 +1,12 @@
-"""Interleaved timing: A B C A B C ..., each repetition with its own contention reading.
+"""Interleaved timing: A B C, B C A, C A B, C B A, ... (balanced orders), each repetition with
+its own contention reading.
 
 For one grid point and mode, every implementation is first warmed up (the first call, which
 traces or compiles, and the second are timed on their own; the last warm-up call of each comes
-after all the warm-ups, `warm_round`), then the loop runs rounds: in each
-round every implementation runs one repetition, each round in another order (`round_orders`:
-every implementation follows each other one equally often, since who runs just before a call
-changes its time). A repetition is `calls` back-to-back calls, each timed, sized so that it lasts at least
+after all the warm-ups, `warm_round`), then the loop runs rounds: in each round every
+implementation runs one repetition, each round in another order (`round_orders`: every
+implementation follows each other one equally often, since who runs just before a call changes
+its time). A repetition is `calls` back-to-back calls, each timed, sized so that it lasts at least
 `min_rep_s` (jiffy accounting needs ~0.1 s to resolve a busy core). After `min_rounds` rounds,
 rounds go on until every implementation has `min_quiet` quiet repetitions, or `max_rounds`
 rounds, or `budget_s` seconds.
