@@ -123,6 +123,11 @@ class Series:
         }
 
 
+def _failure(err: Exception) -> str:
+    """How a failed implementation is reported (it is recorded, not fatal)."""
+    return f"{type(err).__name__}: {err}"[:500]
+
+
 def _timed(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
@@ -147,7 +152,7 @@ def warm_up(name: str, fn: Callable[[], Any], settings: Settings) -> Series:
             series.settled = bool(settle())
             series.settle_s = time.perf_counter() - start
     except Exception as err:  # an implementation that fails is reported, not fatal
-        series.error = f"{type(err).__name__}: {err}"[:500]
+        series.error = _failure(err)
     return series
 
 
@@ -168,7 +173,7 @@ def warm_round(runners: dict[str, Callable[[], Any]], series: dict[str, Series],
             # (with a single warm-up call asked for, as for whole epochs, that call sizes them)
             estimate = _timed(fn) if settings.warmup_calls >= 2 else s.first_call_s
         except Exception as err:
-            s.error = f"{type(err).__name__}: {err}"[:500]
+            s.error = _failure(err)
             continue
         s.calls_per_rep = max(1, min(settings.max_calls_per_rep, math.ceil(settings.min_rep_s / estimate)))
 
@@ -215,7 +220,7 @@ def run_interleaved(runners: dict[str, Callable[[], Any]], settings: Settings) -
             try:
                 s.reps.append(repetition(runners[name], s.calls_per_rep, settings.threshold))
             except Exception as err:
-                s.error = f"{type(err).__name__}: {err}"[:500]
+                s.error = _failure(err)
         live = [name for name in live if series[name].error is None]
         if round_ + 1 < settings.min_rounds:
             continue  # the minimum is kept even past the budget
