@@ -74,12 +74,14 @@ def main(backend: str, out: str) -> None:
 
     # first: TensorFlow's strategy must exist before any op; die with the launcher
     worker = start_worker(backend, TIMEOUT_S, die_with_parent=True)
+    finished = False
     try:
         weights, losses = train(backend, worker)
         if worker.rank == 0:
             np.savez(out, losses=np.array(losses), world_size=worker.world_size, **weights)
+        finished = True
     finally:
-        worker.close()
+        worker.close(finished)
 
 
 if __name__ == "__main__":

@@ -118,7 +118,7 @@ class Worker:
     def make_trainer(self, model: Any, config: TrainConfig) -> DistributedTrainer:
         return DistributedTrainer(model, config, self.strategy)
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
         """Nothing to release: TensorFlow shuts the collective service down at exit."""
 
 

@@ -80,8 +80,13 @@ class Worker:
         model.to(self.device)
         return DistributedTrainer(model, config, device_ids=[self.device.index])
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        """Leave the process group; `finished`: every rank got here without error, so wait for
+        the others first (a rank tearing gloo down while another still finishes aborted the
+        process at exit: "terminate called without an active exception")."""
         if dist.is_initialized():
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
 
 
