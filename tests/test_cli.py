@@ -212,8 +212,9 @@ def test_resume_after_the_best_epoch_still_restores_the_best_weights(digits_npz,
     # killed one epoch after the best (index best_epoch): which epoch is best depends on float
     # rounding at lr 0.3 (it moved from before epoch 6 to epoch 7 between runs of this suite)
     killed_after = history["best_epoch"] + 2
-    # the case under test: the best epoch lies before the kill, early stopping after it
-    assert history["stopped_early"] and history["best_epoch"] < killed_after - 1 < len(history["epochs"])
+    # the case under test: the best epoch lies before the kill (so by construction), early
+    # stopping after it: the straight run went on past the kill
+    assert history["stopped_early"] and killed_after < len(history["epochs"])
     assert cli.main([*common, "--out", str(tmp_path / "resumed"), "--epochs", str(killed_after)]) == 0
     assert cli.main([*common, "--out", str(tmp_path / "resumed"), "--epochs", "10", "--resume"]) == 0
     a = rnncore.get_weights(rnncore.load(tmp_path / "straight"))
