@@ -109,17 +109,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"rnncore train: {args.task} on {data}, backend {args.backend}, "
             f"{config.epochs} epoch(s) -> {args.out}"
         )
-    finished = False
-    try:
+    with distributed.joined(worker):
         scores = train_run(
             task=args.task, data=data, out=args.out, backend=args.backend, spec=spec, config=config,
             valid=args.valid, columns=(args.text_column, args.label_column), overwrite=args.overwrite,
             resume=args.resume, progress=not args.quiet, distributed=worker,
         )  # fmt: skip
-        finished = True
-    finally:
-        if worker is not None:
-            worker.close(finished)
     if worker is None or worker.rank == 0:
         print("held-out test split: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     return EXIT_OK

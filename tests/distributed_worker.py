@@ -70,18 +70,14 @@ def train(backend: str, worker: Any = None) -> tuple[dict[str, np.ndarray], list
 
 
 def main(backend: str, out: str) -> None:
-    from rnncore.train.distributed import start_worker
+    from rnncore.train.distributed import joined, start_worker
 
     # first: TensorFlow's strategy must exist before any op; die with the launcher
     worker = start_worker(backend, TIMEOUT_S, die_with_parent=True)
-    finished = False
-    try:
+    with joined(worker):
         weights, losses = train(backend, worker)
         if worker.rank == 0:
             np.savez(out, losses=np.array(losses), world_size=worker.world_size, **weights)
-        finished = True
-    finally:
-        worker.close(finished)
 
 
 if __name__ == "__main__":

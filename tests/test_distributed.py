@@ -127,6 +127,27 @@ def test_weighted_rank_gradients_average_to_the_one_process_gradient(task):
         np.testing.assert_allclose(np.mean(parts, axis=0), full, rtol=1e-12, atol=1e-14)
 
 
+class _ClosingWorker:
+    def __init__(self) -> None:
+        self.closed: list[bool] = []
+
+    def close(self, finished: bool = False) -> None:
+        self.closed.append(finished)
+
+
+def test_joined_waits_for_the_other_ranks_only_after_a_body_that_finished():
+    """`close(finished=True)` makes a torch rank wait at a barrier: after an error it must not
+    (the other ranks may never come), and the error must still reach the caller."""
+    worker = _ClosingWorker()
+    with distributed.joined(worker):  # type: ignore[arg-type]
+        pass
+    with pytest.raises(ValueError, match="broken batch"), distributed.joined(worker):  # type: ignore[arg-type]
+        raise ValueError("broken batch")
+    assert worker.closed == [True, False]
+    with distributed.joined(None) as nobody:  # one process: nothing to leave
+        assert nobody is None
+
+
 # ---- launching -----------------------------------------------------------------------------------
 @dataclass
 class Launched:

@@ -118,6 +118,23 @@ class Worker(Protocol):
     def close(self, finished: bool = False) -> None: ...
 
 
+@contextlib.contextmanager
+def joined(worker: Worker | None) -> Iterator[Worker | None]:
+    """Run the body as `worker`'s part of its run, then leave the run (nothing for None).
+
+    The worker learns whether the body finished: only then does it wait for the other ranks
+    before leaving (a rank that raised must not wait at that barrier for ranks that may never
+    come; it leaves at once and the launcher ends the rest).
+    """
+    finished = False
+    try:
+        yield worker
+        finished = True
+    finally:
+        if worker is not None:
+            worker.close(finished)
+
+
 def start_worker(backend: str, timeout_s: float = DEFAULT_TIMEOUT_S, die_with_parent: bool = False) -> Worker:
     """Join the run this process was started for (torchrun's environment, or TF_CONFIG).
 
