@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -180,8 +181,10 @@ def run_grid(
     peak: float | None,
     deadline: float,
     selected: tuple[list[grid.Point], list[grid.Point]],
+    after_point: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None] = lambda entries, skipped: None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[grid.Point]]:
-    """Time the `selected` points (chosen, left out by `--points`) until `deadline`."""
+    """Time the `selected` points (chosen, left out by `--points`) until `deadline`; `after_point`
+    gets the entries and skips so far after every point timed."""
     from .timing import Impl, run_interleaved
 
     entries: list[dict[str, Any]] = []
@@ -225,6 +228,7 @@ def run_grid(
             entries.append(e)
             _progress(e)
         ran.append(point)
+        after_point(entries, skipped)
     return entries, skipped, ran
 
 
@@ -339,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         "schema": SCHEMA,
         "mode": args.mode,
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": cpu.git_commit(),
+        "complete": False,  # true once the run ended; the file is rewritten after every point before that
         "machine": cpu.machine_info(),
         "quiet_check": {"other_cpus": quiet, "quiet": quiet <= args.contention_threshold},
         "settings": dataclasses.asdict(settings),
@@ -374,7 +380,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print("grid ...", flush=True)
     deadline = started + budget - RESERVE[args.mode]
-    entries, skipped, ran = run_grid(args, settings, frameworks, peak, deadline, selected)
+    json_path = args.out / f"{args.mode}.json"
+
+    def save_so_far(entries: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> None:
+        # a long sitting killed for memory or time keeps the points it finished
+        report.write_json(json_path, {**results, "grid": entries, "skipped": skipped})
+
+    entries, skipped, ran = run_grid(args, settings, frameworks, peak, deadline, selected, save_so_far)
     results["grid"], results["skipped"] = entries, skipped
     phase_done("grid")
 
@@ -399,11 +411,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report.table(entries))
     print(legend(results))
-    out = args.out
-    report.write_json(out / f"{args.mode}.json", results)
-    written = [str(out / f"{args.mode}.json")]
+    results["complete"] = True
+    report.write_json(json_path, results)
+    written = [str(json_path)]
     if not args.no_plots:
-        written += report.plots(entries, out / args.mode)
+        written += report.plots(entries, args.out / args.mode)
     print("wrote " + ", ".join(written))
     return 0
 

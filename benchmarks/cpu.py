@@ -1,4 +1,4 @@
-"""The machine: CPU contention from /proc, peak memory, thread settings, versions, GEMM peak.
+"""The machine: CPU contention from /proc, peak memory, thread settings, versions, commit, GEMM peak.
 
 Contention. With 2 threads on 2 cores one other busy process can slow torch thirtyfold (its
 OpenMP threads wait on a core that is not theirs), so every repetition records how much CPU
@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,3 +192,19 @@ def versions(modules: list[str]) -> dict[str, str]:
         except (ImportError, AttributeError):
             found[name] = "not installed"
     return found
+
+
+def git_commit() -> str | None:
+    """The checkout's commit ("+dirty" when tracked files have changes), None outside git:
+    a figure in the ledger must say which code it measured."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True,
+                              text=True, timeout=10)  # fmt: skip
+        changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                                 capture_output=True, text=True, timeout=10)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if changes.stdout.strip() else "")
