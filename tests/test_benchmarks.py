@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # benchmarks/ is a folder run from the repository root, not installed
 
 from benchmarks import cli, cpu, report, timing  # noqa: E402
+from benchmarks import ledger as benchmarks_ledger  # noqa: E402
 from benchmarks.grid import (  # noqa: E402
     REFERENCE,
     Point,
@@ -233,6 +234,98 @@ def test_masked_batches_are_padded_with_zero_after_each_length():
     assert (ids[steps >= lengths[:, None]] == 0).all() and (ids[steps < lengths[:, None]] >= 2).all()
 
 
+# ---- the ledger -------------------------------------------------------------------------------
+def _run_results(started: str, figures: dict[tuple[str, str], float], cv: float = 0.02) -> dict:
+    """A results file as the harness writes it: per (point, mode), rnncore's torch model at
+    `ratio` times hand-written torch's throughput, each side's repetitions spread by `cv`."""
+    entries = []
+    for (key, mode), ratio in figures.items():
+        impls = {
+            "rnncore_torch": _impl("torch", True, 100.0 * ratio),
+            "torch_eager": _impl("torch", False, 100.0),
+        }
+        for r in impls.values():
+            r.update(rep_cv=cv, quiet_reps=4)
+        entries.append({"point": {"key": key}, "mode": mode, "impls": impls, "ratios": report.ratios(impls)})
+    return {"started": started, "commit": "abc123", "grid": entries}
+
+
+def _write(path: Path, results: dict) -> Path:
+    path.write_text(json.dumps(results))
+    return path
+
+
+def test_ledger_keeps_each_figure_once_and_reports_where_each_point_stands(tmp_path):
+    keys = [p.key for p in full_points()]
+    ledger = tmp_path / "ledger.csv"
+    partial = _write(tmp_path / "a1.json", _run_results("2026-01-01T00:00:00", {(keys[0], "train"): 0.90}))
+    whole = _write(tmp_path / "a2.json", _run_results("2026-01-01T00:00:00", {
+        (keys[0], "train"): 0.90, (keys[1], "train"): 0.96, (keys[1], "forward"): 1.02}))  # fmt: skip
+    assert benchmarks_ledger.add([partial], ledger) == 1
+    assert benchmarks_ledger.add([whole, partial], ledger) == 2  # the same run's figure is not added twice
+    rows = benchmarks_ledger.read(ledger)
+    assert [(r["point"], r["mode"], float(r["ratio"])) for r in rows] == [
+        (keys[0], "train", 0.90), (keys[1], "train", 0.96), (keys[1], "forward", 1.02)]  # fmt: skip
+    assert rows[1]["baseline"] == "torch_eager" and rows[1]["commit"] == "abc123"
+
+    text = benchmarks_ledger.report(rows)
+    n = len(keys)
+    assert (
+        f"torch      train     2 of {n} points timed; median 0.930, 0 at or above target, 1 under it " in text
+    )
+    assert f"torch      forward   1 of {n} points timed; median 1.020, 1 at or above target" in text
+    assert f"tensorflow train     0 of {n}" in text
+    # 0.96 with standard error 0.96 * sqrt(2 * 0.02^2 / 4) = 0.0136 is within two of 0.97; 0.90 is not
+    assert f"{keys[0]}  0.90 ± 0.01 (beyond 2 s.e.; 1 run)" in text
+    assert f"{keys[1]}  0.96 ± 0.01 (within 2 s.e.; 1 run)" in text
+
+
+def test_a_rerun_is_averaged_with_the_first_run_not_put_in_its_place():
+    """Rerunning only the misses and keeping the last figure would let a slow point pass by luck."""
+    key = full_points()[0].key
+    first = benchmarks_ledger.rows_of(_run_results("2026-01-01T00:00:00", {(key, "train"): 0.90}, cv=0.02))
+    rerun = benchmarks_ledger.rows_of(_run_results("2026-02-01T00:00:00", {(key, "train"): 1.00}, cv=0.04))
+    figure = benchmarks_ledger.combined(first + rerun)[(key, "train", "torch")]
+    # each run's standard error: ratio * cv * sqrt(2 / 4 repetitions); weights 1 / s.e.^2
+    s1, s2 = 0.90 * 0.02 * np.sqrt(0.5), 1.00 * 0.04 * np.sqrt(0.5)
+    w1, w2 = 1 / s1**2, 1 / s2**2
+    assert figure.ratio == pytest.approx((0.90 * w1 + 1.00 * w2) / (w1 + w2), abs=5e-4)  # 0.92, under 0.97
+    assert figure.noise == pytest.approx((w1 + w2) ** -0.5, abs=5e-4) and figure.runs == 2
+    # a run whose repetitions happened to agree exactly does not outweigh the rest without limit
+    exact = benchmarks_ledger.rows_of(_run_results("2026-03-01T00:00:00", {(key, "train"): 1.00}, cv=0.0))
+    assert exact[0]["noise"] == "0.0000"
+    w_floor = 1 / benchmarks_ledger.MIN_NOISE**2
+    assert benchmarks_ledger.combined(first + exact)[(key, "train", "torch")].ratio == pytest.approx(
+        (0.90 * w1 + 1.00 * w_floor) / (w1 + w_floor),
+        abs=5e-4,  # the ledger keeps 4 decimals
+    )
+
+
+def test_ledger_refuses_bad_files_and_leaves_the_ledger_as_it_was(tmp_path, capsys):
+    ledger = tmp_path / "ledger.csv"
+    key = full_points()[0].key
+    good = _write(tmp_path / "good.json", _run_results("2026-01-01T00:00:00", {(key, "forward"): 1.0}))
+    assert benchmarks_ledger.main(["--ledger", str(ledger), "add", str(good)]) == 0
+    before = ledger.read_bytes()
+    not_results = _write(tmp_path / "other.json", {"hello": 1})
+    assert benchmarks_ledger.main(["--ledger", str(ledger), "add", str(not_results)]) == 2
+    assert "other.json is not a benchmark results file" in capsys.readouterr().err
+    assert benchmarks_ledger.main(["--ledger", str(ledger), "add", str(tmp_path / "missing.json")]) == 2
+    assert "no such results file" in capsys.readouterr().err
+    assert ledger.read_bytes() == before
+    (tmp_path / "odd.csv").write_text("point,ratio\nx,1\n")
+    assert benchmarks_ledger.main(["--ledger", str(tmp_path / "odd.csv"), "report"]) == 2
+    assert "expected ['started'" in capsys.readouterr().err
+
+
+def test_the_committed_ledger_reads_and_reports():
+    rows = benchmarks_ledger.read()
+    assert rows, "benchmarks/ledger.csv holds the sittings' figures"
+    keys = {p.key for p in full_points()}
+    assert {r["point"] for r in rows} <= keys | {p.key for p in quick_points()}
+    assert "points timed" in benchmarks_ledger.report(rows)
+
+
 # ---- the whole harness, smoke mode ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
@@ -256,6 +349,17 @@ def test_smoke_json_names_machine_threads_and_versions(smoke):
     assert smoke["versions"]["torch"] != "not installed" and "numpy" in smoke["versions"]
     assert smoke["gemm"]["peak_gflops"] > 0
     assert {"repetitions", "contended_repetitions", "threshold_cpus"} <= set(smoke["contention"])
+    assert smoke["complete"] is True  # rewritten at the end over the file written after each point
+
+
+def test_smoke_json_names_the_commit_it_measured(smoke):
+    head = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    )
+    if head.returncode != 0:
+        assert smoke["commit"] is None  # not a git checkout (an sdist)
+    else:
+        assert smoke["commit"] in (head.stdout.strip(), head.stdout.strip() + "+dirty")
 
 
 def test_smoke_records_the_device_of_each_side(smoke):

@@ -1,0 +1,197 @@
+"""The ledger: every grid ratio ever measured, kept in the repository (`benchmarks/ledger.csv`).
+
+No single run times the whole grid on 2 cores (README, "The full grid"), so it is timed in
+sittings (`--points`), and a sitting's JSON file lives in an ignored folder that does not
+outlive its machine. The ledger keeps one row per run, point, mode and framework: enough to
+say which points were ever timed and where each one stands against the target.
+
+    python -m benchmarks.ledger add results/full.json [...]   # add a run's figures
+    python -m benchmarks.ledger report                        # coverage and the figures under target
+
+Adding a run twice adds nothing (a row is known by its run's start time, point, mode and
+framework). A point's figure combines all its runs (`combined`), so rerunning the points
+under target checks them without letting a lucky rerun erase the first run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import grid
+from .report import TARGET_RATIO
+
+LEDGER = Path(__file__).with_name("ledger.csv")
+FIELDS = (
+    "started", "commit", "point", "mode", "framework", "ratio", "noise", "rnncore_s", "baseline",
+    "baseline_s", "contended",
+)  # fmt: skip
+FRAMEWORKS = ("torch", "tensorflow")
+MIN_NOISE = 0.01  # the smallest standard error a run's ratio is trusted with
+NO_NOISE = 0.10  # the standard error of a run's ratio that has none (fewer than 2 repetitions)
+
+
+def rows_of(results: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per grid entry and framework that has a ratio in a results JSON."""
+    rows = []
+    for e in results.get("grid", []):
+        for framework, r in e.get("ratios", {}).items():
+            ours, best = e["impls"][r["rnncore"]], e["impls"][r["best_baseline"]]
+            rows.append({
+                "started": results["started"],
+                "commit": results.get("commit") or "",
+                "point": e["point"]["key"],
+                "mode": e["mode"],
+                "framework": framework,
+                "ratio": f"{r['ratio']:.4f}",
+                "noise": "" if r.get("noise") is None else f"{r['noise']:.4f}",
+                "rnncore_s": f"{ours['median_s']:.6g}",
+                "baseline": r["best_baseline"],
+                "baseline_s": f"{best['median_s']:.6g}",
+                "contended": "1" if r.get("contended") else "0",
+            })  # fmt: skip
+    return rows
+
+
+def read(path: Path = LEDGER) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != FIELDS:
+            raise ValueError(f"{path} has columns {reader.fieldnames}, expected {list(FIELDS)}")
+        return list(reader)
+
+
+def add(result_files: list[Path], path: Path = LEDGER) -> int:
+    """Add the rows not in the ledger yet; returns how many were added.
+
+    A row is known by its run's start time, point, mode and framework, so a run's partial JSON
+    (written after every point) and its final one can both be added. The file is rewritten
+    whole through a temporary file: an error half-way leaves the ledger as it was.
+    """
+    rows = read(path)
+    known = {_identity(row) for row in rows}
+    new: list[dict[str, str]] = []
+    for file in result_files:
+        results = json.loads(file.read_text(encoding="utf-8"))
+        if "started" not in results or "grid" not in results:
+            raise ValueError(f"{file} is not a benchmark results file (no 'started' or 'grid')")
+        for row in rows_of(results):
+            if _identity(row) not in known:
+                new.append(row)
+                known.add(_identity(row))
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows + new)
+    tmp.replace(path)
+    return len(new)
+
+
+def _identity(row: dict[str, str]) -> tuple[str, str, str, str]:
+    return row["started"], row["point"], row["mode"], row["framework"]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A point's ratio over all its runs: the mean of their ratios weighted by 1/s.e.^2."""
+
+    point: str
+    mode: str
+    framework: str
+    ratio: float
+    noise: float
+    runs: int
+    contended: bool
+
+    @property
+    def within_noise(self) -> bool:
+        return self.ratio + 2 * self.noise >= TARGET_RATIO
+
+
+def combined(rows: list[dict[str, str]]) -> dict[tuple[str, str, str], Figure]:
+    """Each (point, mode, framework)'s figure over every run of it.
+
+    Not the latest run's: rerunning only the figures under target and keeping the last would
+    let a point slower than the target pass by chance, while a weighted mean keeps the first
+    run in. The weights trust a run with tighter repetitions more, but no run's standard error
+    counts as under `MIN_NOISE` (3-8 repetitions understate it on a shared machine), and a run
+    without one counts as `NO_NOISE`.
+    """
+    groups: dict[tuple[str, str, str], list[dict[str, str]]] = {}
+    for row in rows:
+        groups.setdefault((row["point"], row["mode"], row["framework"]), []).append(row)
+    found = {}
+    for key, runs in groups.items():
+        noises = [max(float(r["noise"]), MIN_NOISE) if r["noise"] else NO_NOISE for r in runs]
+        weights = [1.0 / (n * n) for n in noises]
+        ratio = sum(w * float(r["ratio"]) for w, r in zip(weights, runs, strict=True)) / sum(weights)
+        contended = any(r["contended"] == "1" for r in runs)
+        found[key] = Figure(*key, ratio, 1.0 / math.sqrt(sum(weights)), len(runs), contended)
+    return found
+
+
+def report(rows: list[dict[str, str]]) -> str:
+    """Coverage of the full grid, medians of the points' combined figures, and every figure under
+    the target (with whether it lies within two standard errors of it)."""
+    figures = combined(rows)
+    points = [p.key for p in grid.full_points()]
+    lines = [f"{len(rows)} rows from {len({r['started'] for r in rows})} run(s); target {TARGET_RATIO}"]
+    under: list[Figure] = []
+    for framework in FRAMEWORKS:
+        for mode in grid.MODES:
+            have = [figures[k] for k in ((p, mode, framework) for p in points) if k in figures]
+            met = sum(f.ratio >= TARGET_RATIO for f in have)
+            near = sum(f.ratio < TARGET_RATIO and f.within_noise for f in have)
+            median = f"median {statistics.median(f.ratio for f in have):.3f}, " if have else ""
+            lines.append(
+                f"{framework:10} {mode:7} {len(have):3} of {len(points)} points timed; "
+                f"{median}{met} at or above target, {near} under it within 2 s.e., "
+                f"{len(have) - met - near} beyond"
+            )
+            under += [f for f in have if f.ratio < TARGET_RATIO]
+    if under:
+        lines.append("figures under target (ratio ± standard error over all runs):")
+        for f in sorted(under, key=lambda f: f.ratio):
+            verdict = "within 2 s.e." if f.within_noise else "beyond 2 s.e."
+            flag = ", contended" if f.contended else ""
+            lines.append(
+                f"  {f.framework:10} {f.mode:7} {f.point}  {f.ratio:.2f} ± {f.noise:.2f} "
+                f"({verdict}; {f.runs} run{'s' if f.runs > 1 else ''}{flag})"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ledger", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ledger", type=Path, default=LEDGER, help="the CSV file (default: %(default)s)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    adding = sub.add_parser("add", help="append the figures of benchmark results JSON files")
+    adding.add_argument("results", type=Path, nargs="+")
+    sub.add_parser("report", help="coverage of the grid and the figures under target")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "add":
+            missing = [str(f) for f in args.results if not f.is_file()]
+            if missing:
+                raise ValueError(f"no such results file: {', '.join(missing)}")
+            print(f"added {add(args.results, args.ledger)} row(s) to {args.ledger}")
+        else:
+            print(report(read(args.ledger)))
+    except (ValueError, json.JSONDecodeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
