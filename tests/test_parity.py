@@ -329,12 +329,18 @@ def test_keras_batches_without_padding_run_the_mask_free_twin(point, monkeypatch
     )
 
 
-def test_keras_xla_verdict_takes_the_lowest_median_time():
+def test_keras_xla_verdict_takes_the_lowest_lower_quartile_time():
     from rnncore_tensorflow import runtime
 
     # one slow spell is not a verdict
     assert runtime._fastest({"graph": [2.0, 2.0, 2.0], "xla": [1.0, 1.0, 9.0]}) == "xla"
+    # nor is one fast call: the lower quartile of [3, 3, 1] is 2
     assert runtime._fastest({"graph": [2.0] * 3, "xla_masked": [3.0, 3.0, 1.0], "xla": [1.5] * 3}) == "xla"
+    # slow calls after the compiles (seen: the first 4 of 8) do not outvote a path's steady
+    # state; with 5 of 8 slow, by medians the steady 72 would win here
+    slow_start = [74.0, 78.0, 80.0, 76.0, 73.0, 61.0, 61.0, 62.0]
+    assert float(np.median(slow_start)) > 72.0
+    assert runtime._fastest({"xla": [72.0] * 8, "xla_masked": slow_start}) == "xla_masked"
     assert runtime._fastest({"graph": [1.0] * 3, "xla": [1.0] * 3}) == "graph"  # ties: no compile needed
 
 
