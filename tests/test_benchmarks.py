@@ -14,6 +14,7 @@ import pickle
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,23 @@ def test_interleaving_changes_who_runs_before_whom_each_round():
     pairs = collections.Counter(r[i : i + 2] for r in rounds for i in range(2))
     assert pairs == {pair: 2 for pair in ("ab", "ba", "ac", "ca", "bc", "cb")}  # each follows each
     assert all(len(s.reps) == 6 for s in series.values())
+
+
+@pytest.mark.parametrize(("calls", "made"), [(1, 1), (3, 4)])
+def test_a_repetition_of_several_calls_starts_with_an_untimed_one(calls, made):
+    """The first call after another implementation's repetition runs slow; with several calls
+    a repetition skips it, with one (a long call) it does not pay for a second."""
+    durations = iter([0.05, 0.01, 0.01, 0.01])  # the first call made is the slow one
+    made_calls: list[float] = []
+
+    def fn() -> None:
+        made_calls.append(next(durations))
+        time.sleep(made_calls[-1])
+
+    rep = timing.repetition(fn, calls, threshold=1e9)
+    assert len(made_calls) == made and len(rep.times) == calls
+    if calls > 1:
+        assert max(rep.times) < 0.04  # the slow call was the untimed one
 
 
 @pytest.mark.parametrize("n", [1, 2, 4, 7])
