@@ -38,7 +38,8 @@ class ZeroPaddedSteps(keras.layers.Layer):
     """Zero a `(B, T, ...)` sequence at padded steps.
 
     Keras RNNs repeat (or zero) their output at masked steps and a residual adds the raw
-    input there; the oracle defines padded steps as exactly zero, so every layer ends here.
+    input there; the oracle defines padded steps as exactly zero, so the encoder's last
+    layer ends here (and per-step logits: the head's output mask).
     `where` rather than a multiply keeps a stray inf/nan at a padded step from leaking.
     """
 

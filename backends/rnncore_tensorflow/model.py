@@ -128,6 +128,15 @@ def _encoder_layer(
         return out  # (B, features): pooled already, nothing padded left to zero
     if spec.residual_layers[layer]:
         out = layers(keras.layers.Add, naming.encoder_part(layer, "residual"), dtype=spec.dtype)([out, seq])
+    if layer < spec.encoder.num_layers - 1:
+        # Between layers padded steps stay as they are (as in the torch backend): the next
+        # layer is masked, so it never reads them, or unidirectional, so they come after every
+        # valid step; either way no valid output depends on them, and they are finite (a ReLU
+        # RNN, which could overflow, is always masked). Zeroing them cost a select over the
+        # whole sequence: a 2-layer RNN at batch 64, length 512, hidden 128, masked, compiled,
+        # ran 21.2 ms a forward with it and 19.7 without (the hand-written Keras+XLA model:
+        # 20.2 and 19.5 in the same two processes).
+        return out
     zero = layers(ZeroPaddedSteps, naming.encoder_part(layer, "zero_padding"), dtype=spec.dtype)
     return zero(out, step_mask)
 
