@@ -308,7 +308,17 @@ def test_a_rerun_is_averaged_with_the_first_run_not_put_in_its_place():
     s1, s2 = 0.90 * 0.02 * np.sqrt(0.5), 1.00 * 0.04 * np.sqrt(0.5)
     w1, w2 = 1 / s1**2, 1 / s2**2
     assert figure.ratio == pytest.approx((0.90 * w1 + 1.00 * w2) / (w1 + w2), abs=5e-4)  # 0.92, under 0.97
-    assert figure.noise == pytest.approx((w1 + w2) ** -0.5, abs=5e-4) and figure.runs == 2
+    # the two runs disagree by 5 of their errors: the combined error grows by the scatter
+    mean = (0.90 * w1 + 1.00 * w2) / (w1 + w2)
+    birge = np.sqrt(w1 * (0.90 - mean) ** 2 + w2 * (1.00 - mean) ** 2)  # chi^2 over 1 degree of freedom
+    assert birge > 1 and figure.noise == pytest.approx(birge * (w1 + w2) ** -0.5, rel=0.02)
+    assert figure.runs == 2
+    agreeing = benchmarks_ledger.rows_of(
+        _run_results("2026-02-01T00:00:00", {(key, "train"): 0.905}, cv=0.02)
+    )
+    assert benchmarks_ledger.combined(first + agreeing)[(key, "train", "torch")].noise == pytest.approx(
+        (2 * w1) ** -0.5, rel=0.02
+    )  # runs that agree within their errors: no scaling
     # a run whose repetitions happened to agree exactly does not outweigh the rest without limit
     exact = benchmarks_ledger.rows_of(_run_results("2026-03-01T00:00:00", {(key, "train"): 1.00}, cv=0.0))
     assert exact[0]["noise"] == "0.0000"
