@@ -8,9 +8,8 @@ implementation runs one repetition, each round in another order (`round_orders`:
 implementation follows each other one equally often, since who runs just before a call changes
 its time). A repetition is `calls` back-to-back calls, each timed, sized so that it lasts at least
 `min_rep_s` (jiffy accounting needs ~0.1 s to resolve a busy core), after an untimed call when
-there are several (`repetition`). After `min_rounds` rounds,
-rounds go on until every implementation has `min_quiet` quiet repetitions, or `max_rounds`
-rounds, or `budget_s` seconds.
+there are several (`repetition`). After `min_rounds` rounds, rounds go on until every
+implementation has `min_quiet` quiet repetitions, or `max_rounds` rounds, or `budget_s` seconds.
 Statistics use the quiet repetitions only (`few_quiet_reps` when there are fewer than
 `min_quiet`); an implementation with no quiet repetition at all keeps all of them and is flagged
 `contended`.
