@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import statistics
 import sys
 from dataclasses import dataclass
@@ -194,7 +195,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"no such results file: {', '.join(missing)}")
             print(f"added {add(args.results, args.ledger)} row(s) to {args.ledger}")
         else:
-            print(report(read(args.ledger)))
+            print(report(read(args.ledger)), flush=True)
+    except BrokenPipeError:
+        # the reader stopped early (`report | head`): as the Python docs advise, point stdout at
+        # devnull so that the interpreter's own flush at exit does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (ValueError, json.JSONDecodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

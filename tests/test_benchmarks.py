@@ -354,6 +354,16 @@ def test_the_committed_ledger_reads_and_reports():
     assert "points timed" in benchmarks_ledger.report(rows)
 
 
+def test_the_report_stops_quietly_when_its_reader_does():
+    """`python -m benchmarks.ledger report | head`: exit 1, no BrokenPipeError traceback."""
+    cmd = [sys.executable, "-m", "benchmarks.ledger", "report"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the interpreter has started: the report's write finds no reader
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1
+    assert "BrokenPipeError" not in err and "Traceback" not in err, err
+
+
 # ---- the whole harness, smoke mode ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
