@@ -83,7 +83,8 @@ def test_torch_matches_the_oracle_on_the_full_grid(dtype, torch_path):
         ("rnn", True, 32, True, False),
         ("rnn", False, 32, True, False),
         ("gru", True, 64, True, True),
-        ("rnn", False, 128, True, True),
+        ("rnn", False, 128, True, False),  # an RNN's packed backward is cheap up to ~128 steps
+        ("rnn", True, 256, True, True),
         ("lstm", True, 32, True, True),  # an LSTM's packed backward is the slow part
         ("lstm", False, 32, True, True),
         ("gru", True, 32, False, False),  # inference: packed below 90% valid steps
