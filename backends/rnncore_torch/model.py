@@ -31,7 +31,7 @@ PADDED_RUN_MIN_FILL = {"inference": 0.9, "training": 0.25}
 # GRU 1L uni 151 vs 135 (at hidden 128 padded is 3-5% faster there, packed as fast as
 # hand-written torch); but LSTMs at length 32 (uni hidden 512 156 vs 171; bi 41 vs 64): an
 # LSTM's packed backward is the slow one. An RNN's is cheap up to length 128: at batch 64, 56%
-# valid, hidden 512, padded vs packed (hand-written torch, packed, as fast as packed): 1L uni
+# valid, hidden 512, padded vs packed (hand-written torch, itself packed, within 3%): 1L uni
 # 123 vs 107 ms, 1L bi 264 vs 203, 2L uni 278 vs 228, 2L bi 798 vs 529 (hidden 128: within
 # 6% either way); at length 256 padded wins (hidden 512 1L uni 288 vs 385, 1L bi 601 vs 703;
 # hidden 128 2L bi 226 vs 249), at 512 by 2x (hidden 128). GRUs at length 128 mostly gain from
