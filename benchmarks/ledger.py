@@ -10,19 +10,22 @@ say which points were ever timed and where each one stands against the target.
 
 Adding a run twice adds nothing (a row is known by its run's start time, point, mode and
 framework). A point's figure combines all its runs (`combined`), so rerunning the points
-under target checks them without letting a lucky rerun erase the first run.
+under target checks them without letting a lucky rerun erase the first run; only a change to
+the code a figure measures (`CODE_CHANGES`) sets its earlier runs aside.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import fnmatch
 import json
 import math
 import os
 import statistics
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,66 @@ FIELDS = (
 FRAMEWORKS = ("torch", "tensorflow")
 MIN_NOISE = 0.01  # the smallest standard error a run's ratio is trusted with
 NO_NOISE = 0.10  # the standard error of a run's ratio that has none (fewer than 2 repetitions)
+
+
+@dataclass(frozen=True)
+class CodeChange:
+    """A change to the code some figures measure: their runs started before it measured other code."""
+
+    landed: str  # the commit's time, ISO 8601 with its offset
+    commit: str
+    points: str  # a glob of point keys (`fnmatch`)
+    mode: str
+    framework: str
+    what: str
+
+    def supersedes(self, row: dict[str, str]) -> bool:
+        return (
+            row["mode"] == self.mode
+            and row["framework"] == self.framework
+            and fnmatch.fnmatchcase(row["point"], self.points)
+            and _instant(row["started"]) < _instant(self.landed)
+        )
+
+
+def _instant(iso: str) -> datetime:
+    """An ISO 8601 time; one without an offset is taken as UTC (as the harness writes them)."""
+    moment = datetime.fromisoformat(iso)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+# Every change to a path of rnncore's models since the ledger began, with the figures it
+# affects: a figure combines only the runs since its latest change (none: untimed until rerun).
+# Changes to the harness alone are not listed (each row names its commit).
+CODE_CHANGES = (
+    CodeChange(
+        "2026-11-29T09:22:15+00:00", "b341784", "*", "forward", "tensorflow",
+        "the Keras forward race keeps the path with the lowest lower quartile (was median)",
+    ),
+    CodeChange(
+        "2026-11-29T09:22:15+00:00", "b341784", "*", "train", "tensorflow",
+        "the Keras training step's race: the same",
+    ),
+    CodeChange(
+        "2026-11-29T10:08:08+00:00", "70828d4", "*-2L-*-masked", "forward", "tensorflow",
+        "Keras zeroes padded steps after the last recurrent layer only",
+    ),
+    CodeChange(
+        "2026-11-29T10:08:08+00:00", "70828d4", "*-2L-*-masked", "train", "tensorflow",
+        "Keras zeroes padded steps after the last recurrent layer only",
+    ),
+    CodeChange(
+        "2026-11-29T12:44:53+00:00", "0675c44", "rnn-*-T128-B64-*-masked", "train", "torch",
+        "plain RNNs train padded batches packed below 256 steps (was 64)",
+    ),
+)  # fmt: skip
+
+
+def current(
+    rows: list[dict[str, str]], changes: tuple[CodeChange, ...] = CODE_CHANGES
+) -> list[dict[str, str]]:
+    """The rows that measured the code as it is now: those no later change of path supersedes."""
+    return [row for row in rows if not any(change.supersedes(row) for change in changes)]
 
 
 def rows_of(results: dict[str, Any]) -> list[dict[str, str]]:
@@ -149,12 +212,18 @@ def combined(rows: list[dict[str, str]]) -> dict[tuple[str, str, str], Figure]:
     return found
 
 
-def report(rows: list[dict[str, str]]) -> str:
+def report(rows: list[dict[str, str]], changes: tuple[CodeChange, ...] = CODE_CHANGES) -> str:
     """Coverage of the full grid, medians of the points' combined figures, and every figure under
-    the target (with whether it lies within two standard errors of it)."""
-    figures = combined(rows)
+    the target (with whether it lies within two standard errors of it), from the rows that
+    measured the code as it is (`current`)."""
+    kept = current(rows, changes)
+    figures = combined(kept)
     points = [p.key for p in grid.full_points()]
     lines = [f"{len(rows)} rows from {len({r['started'] for r in rows})} run(s); target {TARGET_RATIO}"]
+    if len(kept) < len(rows):
+        lines.append(
+            f"{len(rows) - len(kept)} row(s) set aside: runs from before a change of the code they measured"
+        )
     under: list[Figure] = []
     for framework in FRAMEWORKS:
         for mode in grid.MODES:

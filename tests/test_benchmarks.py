@@ -345,6 +345,31 @@ def test_a_rerun_is_averaged_with_the_first_run_not_put_in_its_place():
     )
 
 
+def test_runs_from_before_a_change_of_the_code_they_measured_are_set_aside():
+    keys = [p.key for p in full_points()]
+    before = benchmarks_ledger.rows_of(_run_results("2026-01-01T00:00:00+00:00", {
+        (keys[0], "train"): 0.70, (keys[1], "train"): 0.80, (keys[0], "forward"): 0.90}))  # fmt: skip
+    after = benchmarks_ledger.rows_of(_run_results("2026-01-02T00:00:00", {(keys[0], "train"): 1.00}))
+    assert keys[0].endswith("-fixed") and keys[1].endswith("-masked")
+    change = benchmarks_ledger.CodeChange(
+        "2026-01-01T12:00:00+00:00", "abc123", "*-fixed", "train", "torch", "a faster path"
+    )
+    assert change.supersedes(before[0]) and not change.supersedes(after[0])
+    kept = benchmarks_ledger.current(before + after, (change,))
+    # keys[0] train: only the run since the change; its forward and keys[1] keep their runs
+    assert [(r["point"], r["mode"], r["ratio"]) for r in kept] == [
+        (keys[1], "train", "0.8000"),
+        (keys[0], "forward", "0.9000"),
+        (keys[0], "train", "1.0000"),
+    ]
+    text = benchmarks_ledger.report(before + after, (change,))
+    assert "1 row(s) set aside: runs from before a change of the code they measured" in text
+    assert f"{keys[0]}  0.70" not in text and f"{keys[1]}  0.80" in text
+    # a figure whose every run came before the change is untimed until it is rerun
+    assert "torch      train     2 of" in benchmarks_ledger.report(before + after, ())
+    assert "torch      train     1 of" in benchmarks_ledger.report(before, (change,))
+
+
 def test_ledger_refuses_bad_files_and_leaves_the_ledger_as_it_was(tmp_path, capsys):
     ledger = tmp_path / "ledger.csv"
     key = full_points()[0].key
