@@ -352,7 +352,7 @@ def test_runs_from_before_a_change_of_the_code_they_measured_are_set_aside():
     after = benchmarks_ledger.rows_of(_run_results("2026-01-02T00:00:00", {(keys[0], "train"): 1.00}))
     assert keys[0].endswith("-fixed") and keys[1].endswith("-masked")
     change = benchmarks_ledger.CodeChange(
-        "2026-01-01T12:00:00+00:00", "abc123", "*-fixed", "train", "torch", "a faster path"
+        "2026-01-01T12:00:00+00:00", "abc123", "*-fixed", ("train",), "torch", "a faster path"
     )
     assert change.supersedes(before[0]) and not change.supersedes(after[0])
     kept = benchmarks_ledger.current(before + after, (change,))
