@@ -52,6 +52,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads, both stacks")
     p.add_argument("--inter-op-threads", type=int, default=None, help="inter-op threads (default --threads)")
     p.add_argument("--frameworks", default="torch,tensorflow", help="comma list: torch, tensorflow")
+    p.add_argument("--modes", default=",".join(grid.MODES), help="comma list: forward, train")
     p.add_argument("--no-keras-torch", action="store_true", help="skip the Keras-on-torch subprocess")
     p.add_argument("--no-xla", action="store_true", help="skip the XLA Keras baseline")
     p.add_argument("--device", default="cpu", help="torch side: cpu or cuda[:N] (Keras stays on CPU)")
@@ -180,6 +181,7 @@ def run_grid(
     frameworks: list[str],
     peak: float | None,
     deadline: float,
+    modes: list[str],
     selected: tuple[list[grid.Point], list[grid.Point]],
     after_point: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None] = lambda entries, skipped: None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[grid.Point]]:
@@ -219,7 +221,7 @@ def run_grid(
                 impls += impl_tf.impls(point, xla=not args.no_xla)
             current = point.arch
         arrays = grid.batch_arrays(point)
-        for mode in grid.MODES:
+        for mode in modes:
             found = {impl.name: impl.runner(mode, arrays, point) for impl in impls}
             runners = {name: fn for name, fn in found.items() if fn is not None}
             series = run_interleaved(runners, settings)
@@ -254,11 +256,16 @@ def _progress(e: dict[str, Any]) -> None:
 
 
 def run_keras_torch(
-    points: list[grid.Point], settings: Settings, threads: int, inter_op: int, peak: float | None
+    points: list[grid.Point],
+    settings: Settings,
+    threads: int,
+    inter_op: int,
+    peak: float | None,
+    modes: tuple[str, ...] = grid.MODES,
 ) -> dict[str, Any]:
     job = {
         "points": [p.as_dict() for p in points],
-        "modes": list(grid.MODES),
+        "modes": list(modes),
         "threads": threads,
         "inter_op_threads": inter_op,
         "settings": dataclasses.asdict(settings),
@@ -312,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     budget = args.budget_s if args.budget_s is not None else BUDGET[args.mode]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or set(modes) - set(grid.MODES):
+        print(f"error: --modes {args.modes!r}: use a comma list of {', '.join(grid.MODES)}", file=sys.stderr)
+        return 2
     inter_op = args.inter_op_threads or args.threads
     settings = dataclasses.replace(SETTINGS[args.mode], threshold=args.contention_threshold)
     selected = select_points(args.mode, args.points)
@@ -386,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         # a long sitting killed for memory or time keeps the points it finished
         report.write_json(json_path, {**results, "grid": entries, "skipped": skipped})
 
-    entries, skipped, ran = run_grid(args, settings, frameworks, peak, deadline, selected, save_so_far)
+    entries, skipped, ran = run_grid(args, settings, frameworks, peak, deadline, modes, selected, save_so_far)
     results["grid"], results["skipped"] = entries, skipped
     phase_done("grid")
 
@@ -397,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         # training step at the reference point takes ~2 s: the first call is the only warm-up, and
         # two quiet repetitions do for an anchor 5-10x slower than everything else at training
         kt_settings = dataclasses.replace(settings, warmup_calls=1, min_rounds=2, max_rounds=4, min_quiet=2)
-        worker = run_keras_torch(points, kt_settings, args.threads, inter_op, peak)
+        worker = run_keras_torch(points, kt_settings, args.threads, inter_op, peak, tuple(modes))
         results["keras_torch"] = {k: v for k, v in worker.items() if k != "results"}
         report.merge_keras_torch(entries, worker)
         phase_done("keras_torch")

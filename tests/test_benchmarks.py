@@ -249,6 +249,22 @@ def test_points_that_match_nothing_are_refused_before_any_work(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_modes_pick_forward_or_training_alone_and_refuse_others(tmp_path):
+    pytest.importorskip("torch")
+    base = [sys.executable, "-m", "benchmarks", "--smoke", "--frameworks", "torch", "--no-keras-torch",
+            "--no-plots"]  # fmt: skip
+    bad = subprocess.run([*base, "--modes", "forward,sideways", "--out", str(tmp_path / "bad")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert bad.returncode == 2
+    assert "--modes 'forward,sideways'" in bad.stderr and "forward, train" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+    done = subprocess.run([*base, "--modes", "forward", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "smoke.json").read_text())
+    assert [e["mode"] for e in results["grid"]] == ["forward"]
+
+
 def test_step_estimate_counts_batch_one_as_matrix_vector_work():
     # A 2-layer BiGRU of hidden 512 over 512 steps at batch 1 took minutes a point (5 s a Keras
     # step); by FLOPs at batch 64's rate it looked like 0.3 s. Batch 64 keeps the plain estimate.
