@@ -212,7 +212,8 @@ def _predicted_often(
 
     monkeypatch.setenv("RNNCORE_KERAS_XLA", xla)
     monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", compile_s_guess)
-    monkeypatch.setattr(runtime, "XLA_TRIAL_S", float("inf"))  # XLA_TRIALS each, however slow
+    monkeypatch.setattr(runtime, "XLA_TRIAL_S", float("inf"))  # all trials, however slow
+    monkeypatch.setattr(runtime, "XLA_SHORT_TRIALS", 8)  # short calls, each after a lead: < 100 calls
     spec = spec_for(point)
     weights = rnncore.init_weights(spec, seed=3)
     model = rnncore.build(spec, backend="tensorflow", weights=weights)
@@ -246,7 +247,7 @@ def test_keras_forward_compiles_shapes_that_recur_and_still_matches_the_oracle(p
     as_built = [] if masks_every_layer(spec_for(point)) else ["xla"]
     assert forward.chooser.paths == ["graph", "xla_masked", *as_built, "graph_for_shape"]
     assert set(forward._shaped) == {(4, 8)}, "the graph traced for the recurring shape"
-    assert all(len(times) == runtime.XLA_TRIALS for times in trials.values()), trials
+    assert all(len(times) == runtime.XLA_SHORT_TRIALS for times in trials.values()), trials
     assert forward.chooser.decided[(4, 8)] in forward.chooser.paths
 
 
@@ -257,7 +258,7 @@ def test_keras_forward_returns_to_the_graph_where_xla_was_slower(monkeypatch):
     forward, outputs, expected, dtype = _predicted_often(monkeypatch, KERAS_XLA_POINTS[1])
     assert forward.chooser.decided == {(4, 8): "graph"}
     # no call on any path was timed after the verdict (the last call ran the graph)
-    assert all(len(times) == runtime.XLA_TRIALS for times in forward.chooser._trials[(4, 8)].values())
+    assert all(len(times) == runtime.XLA_SHORT_TRIALS for times in forward.chooser._trials[(4, 8)].values())
     assert_close(outputs[-1], expected, "outputs", dtype)
 
 
@@ -312,7 +313,8 @@ def test_keras_batches_without_padding_run_the_mask_free_twin(point, monkeypatch
     twin_forward = runner.forward_for(x, full)
     assert twin_forward is not runner.forward
     assert twin_forward.chooser.paths == ["graph", "xla_masked", "xla_unmasked", "graph_for_shape"]
-    for _ in range(100):  # eager, graph, both compiled variants, trials, verdict
+    # eager, graph, both compiled variants, 4 paths' trials (each after a lead call), verdict
+    for _ in range(8 * runtime.XLA_SHORT_TRIALS + 10):
         assert_close(rnncore.predict(model, x, full), expected, "outputs", spec.dtype)
         if twin_forward.settled(x):
             break

@@ -262,7 +262,9 @@ def test_keras_whole_step_xla_trains_to_torch_weights(monkeypatch):
     from rnncore_tensorflow import runtime
 
     monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)  # compile on the first traced step
-    monkeypatch.setattr(runtime, "XLA_TRIALS", 4)  # every path's trials within 25 steps per shape
+    # every path's trials within 25 steps per shape (a tiny model's steps are short calls: each
+    # trial comes after a lead call)
+    monkeypatch.setattr(runtime, "XLA_SHORT_TRIALS", 4)
     spec = _spec("float32", cell="gru", pooling="last")
     config, start = CONFIGS["adam"], rnncore.init_weights(spec, seed=4)
     torch_model, _, torch_losses = _train(spec, "torch", config, start, full_every=2)
@@ -273,7 +275,7 @@ def test_keras_whole_step_xla_trains_to_torch_weights(monkeypatch):
         assert chooser.compiled_shapes == {(6, 9)}
         assert chooser.decided[(6, 9)] in ("xla", "graph_for_shape")
         assert set(chooser._trials[(6, 9)]) == {"xla", "graph_for_shape"}
-        assert all(len(t) == runtime.XLA_TRIALS for t in chooser._trials[(6, 9)].values())
+        assert all(len(t) == runtime.XLA_SHORT_TRIALS for t in chooser._trials[(6, 9)].values())
     np.testing.assert_allclose(keras_losses, torch_losses, rtol=1e-4)
     a, b = rnncore.get_weights(torch_model), rnncore.get_weights(keras_model)
     for key in a:
@@ -341,23 +343,59 @@ def test_path_chooser_races_a_stand_in_in_place_of_the_graph(monkeypatch):
     assert fitting.path((4, 8)) == "a" and set(fitting._trials[(4, 8)]) == {"graph", "a"}, "no stand-in"
 
 
-def test_path_chooser_takes_fewer_trials_of_long_calls(monkeypatch):
-    # Short calls jitter: 8 each. Calls that add up to XLA_TRIAL_S per path average the jitter
-    # out themselves: XLA_MIN_TRIALS each (a 3 s training step would otherwise take 48 s).
+@pytest.mark.parametrize("length", ["short", "medium", "long"])
+def test_path_chooser_takes_more_trials_of_short_calls_and_fewer_of_long_ones(length, monkeypatch):
+    # Short calls jitter most: XLA_SHORT_TRIALS each, each after an untimed lead call; others 8.
+    # Calls that add up to XLA_TRIAL_S per path average the jitter out themselves:
+    # XLA_MIN_TRIALS each (a 3 s training step would otherwise take 48 s).
     from rnncore_tensorflow import runtime
 
     monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)
-    for call_s, trials in ((0.01, runtime.XLA_TRIALS), (runtime.XLA_TRIAL_S / 2, runtime.XLA_MIN_TRIALS)):
-        chooser = runtime.PathChooser(["a"])
-        chooser.ran((4, 8), "graph", call_s)
-        assert chooser.path((4, 8)) == "a"
-        chooser.ran((4, 8), "a", 1.0)  # its compile
-        while not chooser.settled((4, 8)):
-            path = chooser.path((4, 8))
-            chooser.ran((4, 8), path, call_s if path == "graph" else call_s / 2)
-        assert [len(t) for t in chooser._trials[(4, 8)].values()] == [trials, trials]
-        assert chooser.decided[(4, 8)] == "a"
-    assert runtime.XLA_MIN_TRIALS < runtime.XLA_TRIALS
+    call_s, trials = {
+        "short": (0.01, runtime.XLA_SHORT_TRIALS),
+        "medium": (0.1, runtime.XLA_TRIALS),
+        "long": (runtime.XLA_TRIAL_S / 2, runtime.XLA_MIN_TRIALS),
+    }[length]
+    short = length == "short"
+    chooser = runtime.PathChooser(["a"])
+    chooser.ran((4, 8), "graph", call_s)
+    assert chooser.path((4, 8)) == "a"
+    chooser.ran((4, 8), "a", 1.0)  # its compile
+    calls = 0
+    while not chooser.settled((4, 8)):
+        path = chooser.path((4, 8))
+        chooser.ran((4, 8), path, call_s if path == "graph" else call_s / 2)
+        calls += 1
+    assert [len(t) for t in chooser._trials[(4, 8)].values()] == [trials, trials]
+    assert calls == 2 * trials * (2 if short else 1), "a lead call before each short trial only"
+    assert chooser.decided[(4, 8)] == "a"
+    assert runtime.XLA_MIN_TRIALS < runtime.XLA_TRIALS < runtime.XLA_SHORT_TRIALS
+
+
+def test_path_chooser_times_short_calls_after_a_lead_call_in_their_turn(monkeypatch):
+    # A path's first call after another path's runs slow (XLA's threads idle while the graph
+    # ran): one call per turn, every trial would be such a call, and the race would keep the
+    # path that switches in fastest, not the one that runs fastest in a loop.
+    from rnncore_tensorflow import runtime
+
+    monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)
+    in_a_loop, after_a_switch = {"graph": 0.004, "a": 0.002}, {"graph": 0.0045, "a": 0.006}
+    chooser = runtime.PathChooser(["a"])
+    chooser.ran((4, 8), "graph", 0.004)
+    chooser.ran((4, 8), chooser.path((4, 8)), 1.0)  # "a"'s compile
+    previous, turns = "a", []
+    while not chooser.settled((4, 8)):
+        path = chooser.path((4, 8))
+        if path != previous:
+            turns.append(path)
+        chooser.ran((4, 8), path, (in_a_loop if path == previous else after_a_switch)[path])
+        previous = path
+    assert chooser._trials[(4, 8)] == {
+        "graph": [in_a_loop["graph"]] * runtime.XLA_SHORT_TRIALS,
+        "a": [in_a_loop["a"]] * runtime.XLA_SHORT_TRIALS,
+    }, "only the calls after a turn's first are timed"
+    assert chooser.decided[(4, 8)] == "a"
+    assert len(turns) == 2 * runtime.XLA_SHORT_TRIALS, "one trial a turn, round robin"
 
 
 def test_keras_whole_step_falls_back_to_the_graph_when_xla_cannot_compile_it(monkeypatch):
@@ -372,7 +410,8 @@ def test_keras_whole_step_falls_back_to_the_graph_when_xla_cannot_compile_it(mon
         return step(self, *args, **kwargs)
 
     monkeypatch.setattr(runtime, "XLA_COMPILE_S_GUESS", 0.0)
-    monkeypatch.setattr(runtime, "XLA_TRIAL_S", float("inf"))  # XLA_TRIALS each, however slow
+    monkeypatch.setattr(runtime, "XLA_TRIAL_S", float("inf"))  # all trials, however slow
+    monkeypatch.setattr(runtime, "XLA_SHORT_TRIALS", 8)  # each after a lead call: within 50 steps
     monkeypatch.setattr(Trainer, "_step", printing_step)
     spec = _spec("float64", cell="lstm")
     config, start = CONFIGS["adam"], rnncore.init_weights(spec, seed=4)
@@ -381,7 +420,7 @@ def test_keras_whole_step_falls_back_to_the_graph_when_xla_cannot_compile_it(mon
     chooser = trainer._paths[False].chooser
     assert chooser.paths == ["graph", "graph_for_shape"], "the graph traced per shape stays in the race"
     assert chooser.settled((6, 9)) and chooser.path((6, 9)) in chooser.paths
-    assert all(len(t) == runtime.XLA_TRIALS for t in chooser._trials[(6, 9)].values())
+    assert all(len(t) == runtime.XLA_SHORT_TRIALS for t in chooser._trials[(6, 9)].values())
     assert chooser.compiled_shapes == {(6, 9)}, "the compile should have been tried"
     assert trainer.use_xla, "the update alone still compiles"
     assert int(trainer.optimizer_state()["step"]) == STEPS, "the failed compile must not count a step"

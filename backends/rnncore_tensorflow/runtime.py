@@ -96,6 +96,19 @@ XLA_COMPILE_S_GUESS = 0.5  # until a compile has been timed
 XLA_TRIALS = 8
 XLA_MIN_TRIALS = 4
 XLA_TRIAL_S = 1.0
+# Short calls (under `XLA_LEAD_S`) race differently. A path's first call after another path's
+# ran slow there, the XLA variants' most (XLA runs on threads of its own, idle while the graph
+# ran): at a 5 ms forward (a 1-layer BiGRU at hidden 128, batch 64, length 32, masked; 2 cores)
+# the masked XLA variant's trials, one call per turn, had a lower quartile of 5.3-6.7 ms against
+# 4.2-4.7 in a loop of its own (5.4 in one slow process), and the race kept the graph, the
+# slowest path in a loop (5.1-6.6 ms), for 3 of 4 fresh models. With each trial after an untimed
+# lead call it kept the graph for none of 7 (the XLA variant for 2, the graph traced for the
+# shape, 4.5-5.7 ms in a loop, for 5); with 16 such trials, the XLA variant for 7 of 14 and the
+# graph for none. So a short call that opens a path's turn is a lead, untimed, and short calls
+# get `XLA_SHORT_TRIALS`. In longer calls that ~1 ms is lost in the noise, and leads would
+# only make the race longer.
+XLA_LEAD_S = 0.05
+XLA_SHORT_TRIALS = 16
 
 
 def xla_enabled() -> bool:
@@ -117,10 +130,11 @@ class PathChooser:
 
     Which path is fastest depends on the model and the shape, so it is measured: after the
     compiles, the next calls go round the paths (the graph and each variant), timed (see
-    `XLA_TRIALS`), and the shape stays on the path with the lowest lower quartile of its trials
-    (`_fastest`). On 2 cores XLA lost to the graph on a 1-layer LSTM at hidden 128, batch 64,
-    length 128; compiled with every layer masked a 2-layer LSTM ran 25% faster than unmasked, a
-    1-layer one at hidden 256 10% slower. (Round robin, because a busy machine's slow spells
+    `XLA_TRIALS`; a short call that opens a path's turn is a lead, untimed: `XLA_LEAD_S`), and
+    the shape stays on the path with the lowest lower quartile of its trials (`_fastest`). On 2
+    cores XLA lost to the graph on a 1-layer LSTM at hidden 128, batch 64, length 128; compiled
+    with every layer masked a 2-layer LSTM ran 25% faster than unmasked, a 1-layer one at hidden
+    256 10% slower. (Round robin, because a busy machine's slow spells
     then hit every path alike; an earlier verdict of 3 XLA calls against the graph's mean
     before the compile flipped between runs of the same model.)
 
@@ -147,6 +161,7 @@ class PathChooser:
         self._trials: dict[Shape, dict[str, list[float]]] = {}  # compiled shapes' timed calls by path
         self._compiled_paths: defaultdict[Shape, set[str]] = defaultdict(set)
         self._verdict: dict[Shape, str] = {}  # the path a shape stays on, once the trials are done
+        self._led: dict[Shape, str] = {}  # the path whose lead call just ran: its trial is next
         self._compile_s = XLA_COMPILE_S_GUESS
         if not xla_enabled():
             self.variants = []
@@ -193,6 +208,8 @@ class PathChooser:
             uncompiled = [p for p in trials if p != GRAPH and not self.compiled(shape, p)]
             if uncompiled:
                 return uncompiled[0]
+            if self._led.get(shape) in trials:
+                return self._led[shape]
             return min(trials, key=lambda p: len(trials[p]))
         cost = self._compile_s * len(self.variants)
         if self._graph_s.get(shape, 0.0) >= cost and len(self._trials) < XLA_MAX_SHAPES:
@@ -215,6 +232,9 @@ class PathChooser:
             return
         if shape not in self._trials or shape in self._verdict or path not in self._trials[shape]:
             return  # (the graph, where a stand-in races for it: after a failed compile, say)
+        if self._led.pop(shape, None) != path and elapsed < XLA_LEAD_S:
+            self._led[shape] = path  # the turn's lead call
+            return
         trials = self._trials[shape]
         trials[path].append(elapsed)
         if all(_trials_done(times) for times in trials.values()):
@@ -222,7 +242,10 @@ class PathChooser:
 
 
 def _trials_done(times: list[float]) -> bool:
-    return len(times) >= XLA_TRIALS or (len(times) >= XLA_MIN_TRIALS and sum(times) >= XLA_TRIAL_S)
+    if len(times) >= XLA_MIN_TRIALS and sum(times) >= XLA_TRIAL_S:
+        return True
+    short = bool(times) and float(np.median(times)) < XLA_LEAD_S
+    return len(times) >= (XLA_SHORT_TRIALS if short else XLA_TRIALS)
 
 
 class _Forward:
