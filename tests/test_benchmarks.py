@@ -9,6 +9,7 @@ tokenizer's Python fast path (which the benchmark measures) against the Rust tok
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import pickle
 import random
@@ -384,6 +385,9 @@ def test_runs_from_before_a_change_of_the_code_they_measured_are_set_aside():
     # a figure whose every run came before the change is untimed until it is rerun
     assert "torch      train     2 of" in benchmarks_ledger.report(before + after, ())
     assert "torch      train     1 of" in benchmarks_ledger.report(before, (change,))
+    # a change names its points as --points does: comma-separated globs
+    both = dataclasses.replace(change, points=f"{keys[0]},*-masked")
+    assert [both.supersedes(row) for row in before] == [True, True, False]
 
 
 def test_ledger_refuses_bad_files_and_leaves_the_ledger_as_it_was(tmp_path, capsys):
