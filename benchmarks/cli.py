@@ -37,6 +37,14 @@ SETTINGS = {
 # Time budget of the whole run (seconds) and what to keep back for the parts after the grid.
 BUDGET = {"smoke": 600.0, "quick": 900.0, "full": 1740.0}
 RESERVE = {"smoke": 0.0, "quick": 0.0, "full": 240.0}
+# Points stop starting once the process holds this share of its memory-map limit: XLA's
+# compiled code is never unmapped, and a point adds ~650 maps (`cpu.memory_maps_used`), so the
+# rest leaves room for the point under way and its neighbours.
+MAX_MAPS_USED = 0.8
+MAPS_FULL = (
+    "the process holds {used:.0%} of its memory-map limit (vm.max_map_count), which XLA's compiled "
+    "code fills until the process ends: time the rest in another sitting with --points"
+)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -207,6 +215,10 @@ def run_grid(
             continue
         if time.perf_counter() > deadline:
             skipped.append({"point": point.key, "reason": "time budget spent"})
+            continue
+        maps = cpu.memory_maps_used()
+        if maps is not None and maps > MAX_MAPS_USED:
+            skipped.append({"point": point.key, "reason": MAPS_FULL.format(used=maps)})
             continue
         if point.arch != current:
             impls = []
@@ -476,6 +488,9 @@ def legend(results: dict[str, Any]) -> str:
             "WARNING: the machine was not quiet during this run; figures marked * or ~ are unreliable "
             "(rerun on an idle machine)"
         )
+    full = [s for s in results.get("skipped", []) if s["reason"].startswith(MAPS_FULL.split("{")[0])]
+    if full:
+        lines.append(f"WARNING: {len(full)} point(s) not started: {full[0]['reason']}")
     shared = results.get("shared", {})
     if "tokenizer" in shared:
         t = shared["tokenizer"]["results"]

@@ -152,6 +152,21 @@ class PeakMemory:
         self.delta_mb = max(0, peak - self._base_kb) / 1024.0
 
 
+def memory_maps_used() -> float | None:
+    """This process's memory maps as a fraction of the kernel's limit per process (None where
+    /proc does not say). XLA keeps each compiled program's code mapped for the life of the
+    process, dropped models or not: a sitting of Keras points grew by ~650 maps a point on 2
+    cores, and at the limit (`vm.max_map_count`, 65,530 by default) LLVM aborts the process
+    ("Unable to allocate section memory") after ~100 points."""
+    try:
+        limit = int(_read("/proc/sys/vm/max_map_count"))
+        with open("/proc/self/maps", "rb") as maps:
+            used = sum(1 for _ in maps)
+    except (OSError, ValueError):
+        return None
+    return used / limit if limit > 0 else None
+
+
 def memory_method() -> str:
     if _reset_peak() and _status_kb("VmHWM") is not None:
         return PeakMemory.method

@@ -33,6 +33,7 @@ from benchmarks.grid import (  # noqa: E402
     estimated_seconds,
     full_points,
     quick_points,
+    smoke_points,
 )
 
 # ---- contention accounting on synthetic /proc numbers -----------------------------------------
@@ -264,6 +265,32 @@ def test_modes_pick_forward_or_training_alone_and_refuse_others(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "smoke.json").read_text())
     assert [e["mode"] for e in results["grid"]] == ["forward"]
+
+
+def test_memory_maps_used_reads_this_process_against_the_kernel_limit():
+    used = cpu.memory_maps_used()
+    if not Path("/proc/sys/vm/max_map_count").exists():
+        assert used is None
+    else:
+        assert used is not None and 0 < used < 1
+
+
+def test_points_stop_starting_before_xla_code_fills_the_memory_maps(monkeypatch):
+    # LLVM aborts the process at the limit; the grid stops starting points before it, names why,
+    # and the run's JSON stays whole
+    monkeypatch.setattr(cpu, "memory_maps_used", lambda: cli.MAX_MAPS_USED + 0.01)
+    args = cli.parse(["--smoke"])
+    points = smoke_points()
+    entries, skipped, ran = cli.run_grid(args, cli.SETTINGS["smoke"], ["torch"], None, float("inf"),
+                                         ["forward"], (points, []))  # fmt: skip
+    assert entries == [] and ran == []
+    assert [s["point"] for s in skipped] == [p.key for p in points]
+    reason = skipped[0]["reason"]
+    assert "memory-map limit (vm.max_map_count)" in reason and "--points" in reason
+    results = {"contention": {"contended_repetitions": 0, "repetitions": 0, "threshold_cpus": 0.25,
+                              "contended_fraction": 0.0}, "quiet_check": {"quiet": True}, "threads": {},
+               "skipped": skipped}  # fmt: skip
+    assert f"{len(points)} point(s) not started: the process holds 81%" in cli.legend(results)
 
 
 def test_step_estimate_counts_batch_one_as_matrix_vector_work():
