@@ -95,8 +95,16 @@ class _Settling:
     times the steady state and reports the calls before it as `settle_s`.
     """
 
-    def __init__(self, call: Runner, settled: Callable[[], bool], limit_s: float = 180.0):
-        self._call, self._settled, self._limit_s = call, settled, limit_s
+    def __init__(
+        self,
+        call: Runner,
+        settled: Callable[[], bool],
+        race: Callable[[], dict[str, Any]],
+        limit_s: float = 180.0,
+    ):
+        """`race()`: what the race found, the path kept and each path's trials (in the JSON: a
+        low figure often comes down to which path was kept)."""
+        self._call, self._settled, self.race, self._limit_s = call, settled, race, limit_s
 
     def __call__(self) -> Any:
         return self._call()
@@ -127,24 +135,27 @@ def rnncore_keras(point: Point) -> list[Impl]:
     backend = get_backend("tensorflow")
     trainer = backend.make_trainer(model, TrainConfig(optimizer="adam", lr=1e-3))
 
-    def forward_settled(ids: np.ndarray, lengths: np.ndarray) -> Callable[[], bool]:
-        return lambda: runtime._runner(model).forward_for(ids, lengths).settled(ids)
+    def forward_settling(call: Runner, ids: np.ndarray, lengths: np.ndarray) -> _Settling:
+        def forward() -> Any:
+            return runtime._runner(model).forward_for(ids, lengths)
+
+        return _Settling(call, lambda: forward().settled(ids), lambda: forward().race(ids))
 
     def runner(mode: str, arrays: dict[str, np.ndarray], point: Point) -> Runner:
         ids, lengths, labels = arrays["ids"], arrays["lengths"], arrays["labels"]
         if mode == "forward":
-            return _Settling(lambda: backend.predict(model, ids, lengths), forward_settled(ids, lengths))
+            return forward_settling(lambda: backend.predict(model, ids, lengths), ids, lengths)
 
         def step() -> float:
             return trainer.step(ids, lengths, labels, 1e-3)
 
-        return _Settling(step, lambda: trainer.settled(ids, lengths))
+        return _Settling(step, lambda: trainer.settled(ids, lengths), lambda: trainer.race(ids, lengths))
 
     def api(mode: str, arrays: dict[str, np.ndarray], point: Point) -> Runner | None:
         if mode != "forward":
             return None  # training goes through the trainer in both
         ids, lengths = arrays["ids"], arrays["lengths"]
-        return _Settling(lambda: rnncore.predict(model, ids, lengths), forward_settled(ids, lengths))
+        return forward_settling(lambda: rnncore.predict(model, ids, lengths), ids, lengths)
 
     return [
         Impl("rnncore_keras", "tensorflow", True, runner, "rnncore's Keras backend forward (graph, then "

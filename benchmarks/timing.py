@@ -73,6 +73,7 @@ class Series:
     first_call_peak_mb: float | None = None
     settle_s: float | None = None  # after warm-up, until the runner's own adaptation is done
     settled: bool | None = None  # whether that adaptation was done within its limit (None: none)
+    race: dict[str, Any] | None = None  # what that adaptation chose, and why (the runner's `race()`)
     calls_per_rep: int = 1
     reps: list[Rep] = field(default_factory=list)
     error: str | None = None
@@ -92,6 +93,7 @@ class Series:
             "first_call_peak_mb": self.first_call_peak_mb,
             "settle_s": self.settle_s,
             "settled": self.settled,
+            "race": self.race,
             "calls_per_rep": self.calls_per_rep,
             "reps": len(self.reps),
             "quiet_reps": len(self.quiet()),
@@ -151,6 +153,8 @@ def warm_up(name: str, fn: Callable[[], Any], settings: Settings) -> Series:
             start = time.perf_counter()
             series.settled = bool(settle())
             series.settle_s = time.perf_counter() - start
+            race = getattr(fn, "race", None)
+            series.race = race() if race is not None else None
     except Exception as err:  # an implementation that fails is reported, not fatal
         series.error = _failure(err)
     return series

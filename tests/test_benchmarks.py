@@ -153,6 +153,9 @@ def test_a_runner_that_adapts_is_settled_first_and_says_whether_it_was():
             self.calls += 5
             return self.settles
 
+        def race(self) -> dict:  # and what it chose
+            return {"path": "xla" if self.settles else None}
+
     for settles in (True, False):
         runner = Adapting(settles)
         series = timing.warm_up("a", runner, settings)
@@ -161,7 +164,9 @@ def test_a_runner_that_adapts_is_settled_first_and_says_whether_it_was():
         assert runner.calls == 2 + 5 + 1  # one call in the steady state, after every warm-up
         summary = series.summary(min_quiet=1)
         assert summary["settled"] is settles and summary["settle_s"] >= 0
-    assert timing.warm_up("b", lambda: None, settings).summary(min_quiet=1)["settled"] is None
+        assert summary["race"] == {"path": "xla" if settles else None}
+    plain = timing.warm_up("b", lambda: None, settings).summary(min_quiet=1)
+    assert plain["settled"] is None and plain["race"] is None
 
 
 @pytest.mark.parametrize(("second", "last"), [(0.02, 0.2), (0.2, 0.02)])
@@ -466,6 +471,25 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
     results["_stdout"] = done.stdout
     results["_out"] = str(out)
     return results
+
+
+def test_keras_smoke_times_rnncore_against_both_hand_written_keras_steps_and_names_its_path(tmp_path):
+    # The Keras side of the harness end to end: rnncore's model settled on the path its race
+    # kept (recorded with each path's trials), against keras_tf and keras_tf_xla
+    pytest.importorskip("tensorflow")
+    cmd = [sys.executable, "-m", "benchmarks", "--smoke", "--frameworks", "tensorflow", "--no-keras-torch",
+           "--no-plots", "--out", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    grid = json.loads((tmp_path / "smoke.json").read_text())["grid"]
+    assert [e["mode"] for e in grid] == ["forward", "train"]
+    for e in grid:
+        ours = e["impls"]["rnncore_keras"]
+        assert ours["settled"] is True and ours["median_s"] > 0
+        trials = ours["race"]["trials_q25_ms"]  # the kept path had the fastest lower quartile
+        assert len(trials) >= 2 and trials[ours["race"]["path"]] == min(trials.values()), ours["race"]
+        assert {"keras_tf", "keras_tf_xla"} <= set(e["impls"])
+        assert e["ratios"]["tensorflow"]["best_baseline"] in ("keras_tf", "keras_tf_xla")
 
 
 def test_smoke_json_names_machine_threads_and_versions(smoke):

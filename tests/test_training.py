@@ -321,6 +321,8 @@ def test_path_chooser_races_only_the_variants_that_fit_a_shape(monkeypatch):
         assert path in ("graph", "b")
         chooser.ran((4, 8), path, 0.1 if path == "b" else 0.2)
     assert set(chooser._trials[(4, 8)]) == {"graph", "b"} and chooser.decided[(4, 8)] == "b"
+    assert chooser.race((4, 8)) == {"path": "b", "trials_q25_ms": {"graph": 200.0, "b": 100.0}}
+    assert chooser.race((4, 16)) == {"path": "graph", "trials_q25_ms": {}}, "no race: nothing fits"
 
 
 def test_path_chooser_races_a_stand_in_in_place_of_the_graph(monkeypatch):

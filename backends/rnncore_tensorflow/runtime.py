@@ -180,6 +180,13 @@ class PathChooser:
         """The shapes whose trials are done, and the path each stays on."""
         return dict(self._verdict)
 
+    def race(self, shape: Shape) -> dict[str, Any]:
+        """What the race for `shape` found: the path it kept (None: undecided) and each path's
+        trials' lower quartile in ms, the figure it compares (for benchmarks and bug reports)."""
+        trials = self._trials.get(shape, {})
+        q25_ms = {path: round(1000 * float(np.percentile(t, 25)), 3) for path, t in trials.items() if t}
+        return {"path": self._verdict.get(shape), "trials_q25_ms": q25_ms}
+
     def settled(self, shape: Shape) -> bool:
         """Whether the path for `shape` is final (timed runs start here)."""
         return (
@@ -285,6 +292,10 @@ class _Forward:
     def settled(self, inputs: np.ndarray) -> bool:
         """Whether the path for batches shaped like `inputs` is final (timed runs start here)."""
         return self.chooser.settled(self._shape(inputs))
+
+    def race(self, inputs: np.ndarray) -> dict[str, Any]:
+        """The race for batches shaped like `inputs` (`PathChooser.race`)."""
+        return self.chooser.race(self._shape(inputs))
 
     def _shape(self, inputs: np.ndarray) -> Shape:
         return (inputs.shape[0], -(-inputs.shape[1] // self._step_multiple) * self._step_multiple)

@@ -212,6 +212,10 @@ class Trainer:
         """Whether steps on batches shaped like this have their final path (graph or XLA)."""
         return self._step_paths(self._full_length(inputs, lengths)).chooser.settled(inputs.shape[:2])
 
+    def race(self, inputs: np.ndarray, lengths: np.ndarray) -> dict[str, Any]:
+        """The race for steps on batches shaped like this (`runtime.PathChooser.race`)."""
+        return self._step_paths(self._full_length(inputs, lengths)).chooser.race(inputs.shape[:2])
+
     def _full_length(self, inputs: np.ndarray, lengths: np.ndarray) -> bool:
         # No row padded: the twin without step masks computes the same, 5-10% faster (Keras
         # selects outputs and states per masked step). (Models whose layers need no mask run
