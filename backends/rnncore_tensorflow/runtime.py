@@ -134,9 +134,9 @@ class PathChooser:
     the shape stays on the path with the lowest lower quartile of its trials (`_fastest`). On 2
     cores XLA lost to the graph on a 1-layer LSTM at hidden 128, batch 64, length 128; compiled
     with every layer masked a 2-layer LSTM ran 25% faster than unmasked, a 1-layer one at hidden
-    256 10% slower. (Round robin, because a busy machine's slow spells
-    then hit every path alike; an earlier verdict of 3 XLA calls against the graph's mean
-    before the compile flipped between runs of the same model.)
+    256 10% slower. (Round robin, because a busy machine's slow spells then hit every path
+    alike; an earlier verdict of 3 XLA calls against the graph's mean before the compile
+    flipped between runs of the same model.)
 
     The caller runs the path it is given and reports the time with `ran` (graph calls only
     once traced: eager calls and tracing say nothing about the graph's speed), or `failed()`
