@@ -11,12 +11,14 @@ also when it fails; the workers also die with their launcher and give up on a co
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,7 @@ from rnncore.parity import random_batch
 from rnncore.tolerances import assert_close
 from rnncore.train import distributed
 from rnncore.train.distributed import Shard
-from rnncore.train.loop import Encoded
+from rnncore.train.loop import Encoded, fit
 from rnncore.train.losses import reference_loss
 
 WORKER = str(Path(__file__).with_name("distributed_worker.py"))
@@ -146,6 +148,31 @@ def test_joined_waits_for_the_other_ranks_only_after_a_body_that_finished():
     assert worker.closed == [True, False]
     with distributed.joined(None) as nobody:  # one process: nothing to leave
         assert nobody is None
+
+
+def test_a_closed_torch_worker_leaves_no_data_parallel_wrapper_alive(monkeypatch):
+    """After `close` no DistributedDataParallel (which holds the gloo group) may outlive the
+    run: one left to the end of the process aborted it now and then (gloo's threads still ran
+    while C++ tore down). A one-process group here; the collector is off so that only what
+    `close` frees counts (the trainer sits in reference cycles)."""
+    port = distributed.free_ports(1)[0]
+    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
+                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    spec, config, data, weights = distributed_worker.case()
+    gc.disable()
+    try:
+        worker = distributed.start_worker("torch", 60.0)
+        with distributed.joined(worker):
+            model = rnncore.build(spec, backend="torch", weights=weights)
+            trainer = worker.make_trainer(model, config)
+            fit(model, data, config, trainer=trainer, progress=False, shard=worker.shard)
+            wrapper = weakref.ref(trainer.forward)
+            assert type(wrapper()).__name__ == "DistributedDataParallel"
+            del model, trainer
+        assert wrapper() is None
+    finally:
+        gc.enable()
 
 
 # ---- launching -----------------------------------------------------------------------------------
