@@ -151,10 +151,13 @@ class PathChooser:
         variants: list[str],
         fits: Callable[[Shape, str], bool] | None = None,
         stand_in: str | None = None,
+        lead_s: float = XLA_LEAD_S,
     ):
         """`stand_in`: a variant that replaces the graph in a shape's race (the graph itself is
-        not timed there), for a variant known never to lose to it beyond the trials' noise."""
+        not timed there), for a variant known never to lose to it beyond the trials' noise.
+        `lead_s`: calls shorter than this open their path's turn with an untimed lead call."""
         self.variants = variants
+        self._lead_s = lead_s
         self._fits = fits or (lambda shape, variant: True)
         self._stand_in = stand_in
         self._graph_s: defaultdict[Shape, float] = defaultdict(float)
@@ -239,7 +242,7 @@ class PathChooser:
             return
         if shape not in self._trials or shape in self._verdict or path not in self._trials[shape]:
             return  # (the graph, where a stand-in races for it: after a failed compile, say)
-        if self._led.pop(shape, None) != path and elapsed < XLA_LEAD_S:
+        if self._led.pop(shape, None) != path and elapsed < self._lead_s:
             self._led[shape] = path  # the turn's lead call
             return
         trials = self._trials[shape]

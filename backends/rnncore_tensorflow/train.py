@@ -55,6 +55,15 @@ XLA = "xla"  # the whole step compiled (forward, backward and update)
 XLA_STEP_BYTES_PER_WEIGHT_STEP = 1.7
 XLA_STEP_MAX_BYTES = 2 * 2**30  # shapes estimated above this stay off the whole-step XLA path
 
+# Steps shorter than this race with a lead call opening each path's turn (as short forwards
+# do, `runtime.XLA_LEAD_S`), because a step right after the other path's step can run slow for
+# a while: a 2-layer LSTM at batch 1, length 32, hidden 512 (~48 ms steps) alternating one step
+# per path ran, in some fresh processes, its graph traced for the shape at 53-60 ms after each
+# XLA step against 47.7 in a loop of its own (XLA: 51-52 either way). Racing one step per turn,
+# 3 of 17 processes kept XLA (55-58 ms a step in a loop in most processes); with leads, 0 of 15.
+# The benchmark had timed rnncore at 0.85-0.92x the hand-written graph step in the sittings
+# where the race kept XLA there (0.94-1.02 where it kept the graph).
+STEP_LEAD_S = 0.2
 _SLOTS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq")}
 
 
@@ -132,7 +141,7 @@ class _StepPaths:
         def fits(shape: tuple[int, int], path: str) -> bool:
             return path != XLA or xla_step_fits(spec, shape[1])
 
-        self.chooser = PathChooser([XLA, SHAPED], fits, stand_in=SHAPED)
+        self.chooser = PathChooser([XLA, SHAPED], fits, stand_in=SHAPED, lead_s=STEP_LEAD_S)
         if not xla:
             self.chooser.failed()
 
