@@ -32,7 +32,7 @@ SETTINGS = {
     "quick": Settings(warmup_calls=2, min_rep_s=0.1, max_calls_per_rep=1000, min_quiet=3, min_rounds=3,
                       max_rounds=8, budget_s=6.0),
     "full": Settings(warmup_calls=3, min_rep_s=0.15, max_calls_per_rep=1000, min_quiet=3, min_rounds=3,
-                     max_rounds=8, budget_s=6.0),
+                     max_rounds=8, budget_s=6.0, whole_cycles=True),
 }  # fmt: skip
 # Time budget of the whole run (seconds) and what to keep back for the parts after the grid.
 BUDGET = {"smoke": 600.0, "quick": 900.0, "full": 1740.0}

@@ -111,6 +111,20 @@ def test_interleaving_changes_who_runs_before_whom_each_round():
     assert all(len(s.reps) == 6 for s in series.values())
 
 
+@pytest.mark.parametrize(("runners", "whole_cycles", "rounds"), [(4, False, 3), (4, True, 4), (3, True, 6)])
+def test_rounds_end_with_a_whole_cycle_of_orders_when_asked(runners, whole_cycles, rounds):
+    """Quiet repetitions suffice after 3 rounds; with `whole_cycles` the rounds go on to the end
+    of the cycle of orders (4 runners: 4 orders, 3 runners: 6), so that each runner has
+    followed each other one equally often."""
+    names = "abcd"[:runners]
+    settings = timing.Settings(
+        warmup_calls=2, min_rep_s=0.0, max_calls_per_rep=1, min_quiet=1, min_rounds=3, max_rounds=12,
+        budget_s=60.0, threshold=1e9, whole_cycles=whole_cycles,
+    )  # fmt: skip
+    series = timing.run_interleaved({name: (lambda: None) for name in names}, settings)
+    assert [len(series[name].reps) for name in names] == [rounds] * runners
+
+
 @pytest.mark.parametrize(("calls", "made"), [(1, 1), (3, 4)])
 def test_a_repetition_of_several_calls_starts_with_an_untimed_one(calls, made):
     """The first call after another implementation's repetition runs slow; with several calls
