@@ -17,10 +17,12 @@ Where the reset is refused, the figure is the growth of `ru_maxrss`, which only 
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import resource
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,15 +199,18 @@ def machine_info() -> dict[str, Any]:
 
 
 def versions(modules: list[str]) -> dict[str, str]:
-    """Versions of already-imported (or importable) modules."""
-    import importlib
-
+    """Versions of `modules`: an imported one's own `__version__`, any other's installed
+    distribution's, read from its metadata without importing it (importing TensorFlow to name
+    its version loaded its whole runtime, oneDNN and all, into torch-only runs)."""
     found: dict[str, str] = {}
     for name in modules:
-        try:
-            found[name] = str(importlib.import_module(name).__version__)
-        except (ImportError, AttributeError):
-            found[name] = "not installed"
+        version = getattr(sys.modules.get(name), "__version__", None)
+        if version is None:
+            try:
+                version = importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                version = "not installed"
+        found[name] = str(version)
     return found
 
 

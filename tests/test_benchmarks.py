@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import importlib.metadata
 import json
 import pickle
 import random
@@ -514,6 +515,20 @@ def test_smoke_json_names_machine_threads_and_versions(smoke):
     assert smoke["gemm"]["peak_gflops"] > 0
     assert {"repetitions", "contended_repetitions", "threshold_cpus"} <= set(smoke["contention"])
     assert smoke["complete"] is True  # rewritten at the end over the file written after each point
+
+
+def test_versions_are_read_without_importing_the_frameworks():
+    """A torch-only run must not carry TensorFlow's runtime just to name its version."""
+    code = (
+        "import json, sys; from benchmarks import cpu; "
+        "v = cpu.versions(['tensorflow', 'keras', 'numpy', 'no_such_module_here']); "
+        "print(json.dumps([v, 'tensorflow' in sys.modules, 'keras' in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    found, tensorflow_imported, keras_imported = json.loads(out.stdout)
+    assert not tensorflow_imported and not keras_imported
+    assert found["tensorflow"] == importlib.metadata.version("tensorflow")
+    assert found["numpy"] == np.__version__ and found["no_such_module_here"] == "not installed"
 
 
 def test_smoke_json_names_the_commit_it_measured(smoke):
