@@ -1,5 +1,5 @@
 """`python -m rnncore` is the `rnncore` command."""
 
-from .cli import main
+from .cli import entry
 
-raise SystemExit(main())
+raise SystemExit(entry())

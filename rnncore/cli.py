@@ -20,6 +20,7 @@ from typing import Any
 
 from . import __version__
 from .batch import InputError
+from .memory import keep_freed_memory
 from .registry import EXPORT_FORMATS, BackendError, canonical_name
 from .spec import ModelSpec, SpecError, json_schema
 from .train.distributed import DEFAULT_TIMEOUT_S
@@ -494,6 +495,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=cmd_demo)
     return parser
+
+
+def entry() -> int:
+    """The process's entry point (the `rnncore` script, `python -m rnncore`, and the processes a
+    distributed run launches): it owns the process, so it lets the C allocator keep freed
+    memory for reuse (`rnncore.memory`) before `main` runs anything. Not for `bench`, whose
+    figures are taken with the allocator as every other program gets it."""
+    if sys.argv[1:2] != ["bench"]:
+        keep_freed_memory()
+    return main()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -305,9 +305,12 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def worker_main() -> int:
-    """What every launched process runs: `rnncore` with the launcher's arguments, as a worker."""
+    """What every launched process runs: `rnncore` with the launcher's arguments, as a worker
+    (its own process, so it sets the allocator up as the `rnncore` command does)."""
     from ..cli import main
+    from ..memory import keep_freed_memory
 
+    keep_freed_memory()
     return main(json.loads(os.environ[WORKER_ENV]))
 
 
