@@ -399,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = results["gemm"]["peak_gflops"]
     print(f"float32 GEMM peak {peak:.1f} GFLOP/s", flush=True)
     results["versions"] = cpu.versions(["numpy", "torch", "tensorflow", "keras", "rnncore", "tokenizers"])
+    results["allocator"] = cpu.allocator_settings()
     phase_done("setup_and_gemm")
 
     print("grid ...", flush=True)

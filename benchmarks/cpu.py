@@ -214,6 +214,17 @@ def versions(modules: list[str]) -> dict[str, str]:
     return found
 
 
+def allocator_settings() -> dict[str, str]:
+    """The environment's settings of the C allocator (glibc's `MALLOC_*_` variables and
+    tunables, a preloaded allocator): on 2 cores they cut torch training steps by up to 42%
+    (README, "CPU memory"), so a run names them; none: the allocator as every program gets it."""
+    return {
+        name: value
+        for name, value in sorted(os.environ.items())
+        if name.startswith("MALLOC_") or name in ("GLIBC_TUNABLES", "LD_PRELOAD")
+    }
+
+
 def git_commit() -> str | None:
     """The checkout's commit ("+dirty" when tracked files have changes), None outside git:
     a figure in the ledger must say which code it measured."""

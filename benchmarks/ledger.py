@@ -171,6 +171,11 @@ def add(result_files: list[Path], path: Path = LEDGER) -> int:
         results = json.loads(file.read_text(encoding="utf-8"))
         if "started" not in results or "grid" not in results:
             raise ValueError(f"{file} is not a benchmark results file (no 'started' or 'grid')")
+        if results.get("allocator"):  # the ledger's figures all come from one kind of process
+            raise ValueError(
+                f"{file} was measured with allocator settings ({results['allocator']}); the ledger "
+                "holds runs with the allocator as every program gets it (rerun without them)"
+            )
         for row in rows_of(results):
             if _identity(row) not in known:
                 new.append(row)

@@ -449,6 +449,12 @@ def test_ledger_refuses_bad_files_and_leaves_the_ledger_as_it_was(tmp_path, caps
     assert benchmarks_ledger.main(["--ledger", str(ledger), "add", str(tmp_path / "missing.json")]) == 2
     assert "no such results file" in capsys.readouterr().err
     assert ledger.read_bytes() == before
+    tuned = _run_results("2026-01-02T00:00:00", {(key, "forward"): 1.0})
+    tuned["allocator"] = {"MALLOC_MMAP_THRESHOLD_": "268435456"}
+    tuned_file = _write(tmp_path / "tuned.json", tuned)
+    assert benchmarks_ledger.main(["--ledger", str(ledger), "add", str(tuned_file)]) == 2
+    assert "measured with allocator settings" in capsys.readouterr().err
+    assert ledger.read_bytes() == before
     (tmp_path / "odd.csv").write_text("point,ratio\nx,1\n")
     assert benchmarks_ledger.main(["--ledger", str(tmp_path / "odd.csv"), "report"]) == 2
     assert "expected ['started'" in capsys.readouterr().err
