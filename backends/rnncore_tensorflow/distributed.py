@@ -52,6 +52,7 @@ class DistributedTrainer(Trainer):
         if self._distributed_fn is None:
             self._distributed_fn = tf.function(self._distributed_step, input_signature=_step_signature(self))
         args = self._tensors(inputs, lengths, targets, lr)
+        self._seed_dropout()  # every worker sets the same seed states (mirrored variables)
         loss = self._distributed_fn(*args, tf.constant(weight, tf.float64))
         return float(loss.numpy())
 

@@ -34,11 +34,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from rnncore.spec import ModelSpec
-from rnncore.train.config import TrainConfig
+from rnncore.train.config import TrainConfig, dropout_seed
 from rnncore.train.losses import IGNORE_INDEX, check_training_batch, loss_name
 from rnncore.weights import Weights, canonical_shapes
 
@@ -198,11 +199,17 @@ class Trainer:
         self._paths: dict[bool, _StepPaths] = {}  # by "no row padded" (the twin's step)
         self.use_xla = xla_enabled()  # for the update in the graph's step; see the module's docstring
         self._xla_ran = False
+        # each Dropout layer that draws masks keeps its own seed state; `step` sets it per update
+        self._dropout_layers = sorted(
+            (layer for layer in model.layers if isinstance(layer, keras.layers.Dropout) and layer.rate > 0),
+            key=lambda layer: layer.name,
+        )
 
     def step(self, inputs: np.ndarray, lengths: np.ndarray, targets: np.ndarray, lr: float) -> float:
         inputs, lengths, targets = check_training_batch(self.spec, inputs, lengths, targets)
         full_length = self._full_length(inputs, lengths)
         args = self._tensors(inputs, lengths, targets, lr)
+        self._seed_dropout()
         try:
             loss = self._step_paths(full_length)(args)
         except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, tf.errors.InternalError):
@@ -216,6 +223,19 @@ class Trainer:
             return self._step_paths(full_length)(args)
         self._xla_ran = self.use_xla
         return loss
+
+    def _seed_dropout(self) -> None:
+        """Set each Dropout layer's seed state from `dropout_seed(seed, step, layer)` before the
+        update draws its masks: Keras seeds a layer's generator at random when the layer is
+        made, so a run would not repeat from its seed, nor a resumed run draw what the
+        uninterrupted one would. Keras' TensorFlow backend takes 32-bit seeds."""
+        if not self._dropout_layers:
+            return
+        step = int(self.steps.numpy())
+        for stream, layer in enumerate(self._dropout_layers):
+            state = layer.seed_generator.state
+            seed = dropout_seed(self.config.seed, step, stream) % 2**31
+            state.assign(np.array([seed, 0], dtype=state.dtype))
 
     def settled(self, inputs: np.ndarray, lengths: np.ndarray) -> bool:
         """Whether steps on batches shaped like this have their final path (graph or XLA)."""

@@ -12,13 +12,14 @@ Optimizer state is exchanged in canonical names (`<weight>/exp_avg`, `<weight>/e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from rnncore.train.config import TrainConfig
+from rnncore.train.config import TrainConfig, dropout_seed
 from rnncore.train.losses import IGNORE_INDEX, check_training_batch, loss_name
 from rnncore.weights import Weights
 
@@ -83,13 +84,24 @@ class Trainer:
         lens = torch.from_numpy(np.ascontiguousarray(lengths))  # stays on the CPU, as packing wants
         y = torch.from_numpy(np.ascontiguousarray(targets)).to(device)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = compute_loss(model, self.forward(x, lens), y, lens)
+        with self._dropout_masks(device):
+            loss = compute_loss(model, self.forward(x, lens), y, lens)
         self._backward(loss)
         if self.config.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.config.clip_norm, foreach=False)
         self.optimizer.step()
         self.steps += 1
         return float(loss.detach())
+
+    def _dropout_masks(self, device: torch.device) -> contextlib.AbstractContextManager[None]:
+        """Where the forward pass draws its dropout masks: from `dropout_seed(seed, step)`, so
+        that a run repeats from its seed and a resumed run draws what the uninterrupted one
+        would (torch's own generator starts from a random seed in every process). The global
+        generator is put back afterwards: a user's own draws are not disturbed."""
+        spec = self.model.spec
+        if spec.encoder.dropout == 0 and (spec.head is None or spec.head.dropout == 0):
+            return contextlib.nullcontext()  # nothing drawn (the benchmarks' models)
+        return _seeded(dropout_seed(self.config.seed, self.steps), device)
 
     def _backward(self, loss: torch.Tensor) -> None:
         loss.backward()
@@ -122,6 +134,13 @@ class Trainer:
                 slots = {}  # torch starts the momentum buffer from the first gradient
             self.optimizer.state[param] = slots
         self.steps = steps
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def make_trainer(model: RnnModel, config: TrainConfig) -> Trainer:

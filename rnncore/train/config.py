@@ -14,7 +14,10 @@ we pick one definition and write it down:
 - adam: g <- g + wd * p; m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
   p <- p - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)   (torch.optim.Adam:
   epsilon after bias correction; Keras' Adam adds it before, which we do not use);
-- adamw: p <- p * (1 - lr * wd), then adam with wd = 0   (torch.optim.AdamW).
+- adamw: p <- p * (1 - lr * wd), then adam with wd = 0   (torch.optim.AdamW);
+- dropout: the masks of update `step` come from `dropout_seed(seed, step)` (each framework
+  draws its own masks from it, so the two stacks still draw different ones), so that a run is
+  repeatable from its seed and a resumed run draws what the uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..jsonfile import read_json
 from ..spec import SpecError
@@ -132,3 +137,11 @@ class TrainConfig:
     def with_overrides(self, **changes: Any) -> TrainConfig:
         """A copy with the given fields changed; None values are ignored (CLI flags not given)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def dropout_seed(seed: int, step: int, stream: int = 0) -> int:
+    """The seed of update `step`'s dropout masks in a run of `seed` (`stream`: one per dropout
+    layer where a framework seeds each layer on its own). Mixed through numpy's `SeedSequence`,
+    so that nearby seeds and steps give unrelated masks."""
+    state = np.random.SeedSequence([seed, step, stream]).generate_state(2, np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1  # 62 bits: fits any framework's int64 seed
