@@ -144,4 +144,4 @@ def dropout_seed(seed: int, step: int, stream: int = 0) -> int:
     layer where a framework seeds each layer on its own). Mixed through numpy's `SeedSequence`,
     so that nearby seeds and steps give unrelated masks."""
     state = np.random.SeedSequence([seed, step, stream]).generate_state(2, np.uint32)
-    return int(state[0]) << 31 | int(state[1]) >> 1  # 62 bits: fits any framework's int64 seed
+    return int(state[0]) << 31 | int(state[1]) >> 1  # below 2**63: any framework's int64 seed takes it
