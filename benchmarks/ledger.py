@@ -204,6 +204,9 @@ class Figure:
     noise: float
     runs: int
     contended: bool
+    # the best baseline's mean call time over the runs / rnncore's: a check on the weighted ratio
+    # where runs scatter (a few tight runs can carry that one; every run counts alike here)
+    mean_times_ratio: float
 
     @property
     def within_noise(self) -> bool:
@@ -236,7 +239,10 @@ def combined(rows: list[dict[str, str]]) -> dict[tuple[str, str, str], Figure]:
             chi2 = sum(w * (x - ratio) ** 2 for w, x in zip(weights, ratios, strict=True))
             noise *= max(1.0, math.sqrt(chi2 / (len(runs) - 1)))
         contended = any(r["contended"] == "1" for r in runs)
-        found[key] = Figure(*key, ratio, noise, len(runs), contended)
+        times = statistics.fmean(float(r["baseline_s"]) for r in runs) / statistics.fmean(
+            float(r["rnncore_s"]) for r in runs
+        )
+        found[key] = Figure(*key, ratio, noise, len(runs), contended, times)
     return found
 
 
@@ -270,9 +276,10 @@ def report(rows: list[dict[str, str]], changes: tuple[CodeChange, ...] = CODE_CH
         for f in sorted(under, key=lambda f: f.ratio):
             verdict = "within 2 s.e." if f.within_noise else "beyond 2 s.e."
             flag = ", contended" if f.contended else ""
+            times = f"; the runs' mean call times: {f.mean_times_ratio:.3f}" if f.runs > 1 else ""
             lines.append(
                 f"  {f.framework:10} {f.mode:7} {f.point}  {f.ratio:.2f} ± {f.noise:.2f} "
-                f"({verdict}; {f.runs} run{'s' if f.runs > 1 else ''}{flag})"
+                f"({verdict}; {f.runs} run{'s' if f.runs > 1 else ''}{flag}){times}"
             )
     return "\n".join(lines)
 

@@ -393,6 +393,10 @@ def test_a_rerun_is_averaged_with_the_first_run_not_put_in_its_place():
     birge = np.sqrt(w1 * (0.90 - mean) ** 2 + w2 * (1.00 - mean) ** 2)  # chi^2 over 1 degree of freedom
     assert birge > 1 and figure.noise == pytest.approx(birge * (w1 + w2) ** -0.5, rel=0.02)
     assert figure.runs == 2
+    # beside it, every run alike: the baseline's mean call time over rnncore's (100 tokens a call)
+    assert figure.mean_times_ratio == pytest.approx((1.0 + 1.0) / (1 / 0.90 + 1 / 1.00), rel=1e-4)
+    text = benchmarks_ledger.report(first + rerun)
+    assert f"{key}  0.92 ± 0.04 (within 2 s.e.; 2 runs); the runs' mean call times: 0.947" in text
     agreeing = benchmarks_ledger.rows_of(
         _run_results("2026-02-01T00:00:00", {(key, "train"): 0.905}, cv=0.02)
     )
