@@ -108,12 +108,31 @@ def test_torch_chooses_padded_or_packed_runs_by_cell_length_and_fill(
         assert model._runs_padded(x, lengths) is padded
 
 
+def test_padded_runs_are_cut_where_rows_end():
+    from rnncore_torch.model import length_spans
+
+    full = [128] * 64
+    assert length_spans(full, 128) == [(0, 128, 64)]
+    # 4 rows 8 steps short: a cut would save 32 row-steps, less than a kernel call's price
+    assert length_spans([128] * 60 + [120] * 4, 128) == [(0, 128, 64)]
+    lengths = sorted(np.random.default_rng(0).integers(16, 129, size=64).tolist(), reverse=True)
+    spans = length_spans(lengths, 128)
+    assert spans[0][0] == 0 and spans[-1][1] == 128
+    assert all(before[1] == after[0] for before, after in itertools.pairwise(spans))
+    assert all(rows == sum(n > start for n in lengths) for start, _, rows in spans)  # rows still going
+    computed = sum(rows * (stop - start) for start, stop, rows in spans)
+    assert 3 <= len(spans) <= 6 and sum(lengths) <= computed < 0.75 * 64 * 128
+
+
 @pytest.mark.parametrize("point", CELL_POOLING_DIRECTION + PAIRWISE[::4], ids=point_id)
 def test_torch_padded_and_packed_runs_agree_on_gradients(point, monkeypatch):
+    from rnncore_torch.model import length_spans
+
     spec = spec_for(point)
     weights = rnncore.init_weights(spec, seed=4)
     model = rnncore.build(spec, backend="torch", weights=weights)
     x, lengths = random_batch(spec, batch=5, max_len=7, seed=5)
+    assert len(length_spans(sorted(lengths.tolist(), reverse=True), 7)) > 1  # the padded run is cut
     cotangent = np.random.default_rng(0).standard_normal(rnncore.predict(model, x, lengths).shape)
     runs = {}
     for path in TORCH_PATHS:
