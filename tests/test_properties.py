@@ -45,6 +45,17 @@ settings.load_profile(PROFILE)
 SCALE = 20 if PROFILE == "long" else 1
 
 
+@pytest.fixture(autouse=True)
+def subnormal_floats():
+    """hypothesis refuses to draw floats where the CPU flushes subnormals to zero, and a torch
+    trainer run earlier in this worker process flushes them (by design, for the whole process:
+    `rnncore_torch.train`). Each test here starts with them on, as a fresh process has them."""
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_flush_denormal(False)
+
+
 def examples(n: int) -> settings:
     """`n` examples under the ci profile, 20x under `long`."""
     return settings(max_examples=n * SCALE)
