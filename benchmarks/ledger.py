@@ -35,8 +35,11 @@ from .report import TARGET_RATIO
 LEDGER = Path(__file__).with_name("ledger.csv")
 FIELDS = (
     "started", "commit", "point", "mode", "framework", "ratio", "noise", "rnncore_s", "baseline",
-    "baseline_s", "contended",
+    "baseline_s", "contended", "cpu", "gemm_gflops",
 )  # fmt: skip
+# The machine columns (`cpu`: /proc/cpuinfo's model name, `gemm_gflops`: the run's float32 GEMM
+# peak) came in on 2026-11-30; the runs before hold them empty (the README of that time gives
+# its machines' peak as about 120 GFLOP/s on 2 cores; the first recorded run's measured 204).
 FRAMEWORKS = ("torch", "tensorflow")
 MIN_NOISE = 0.01  # the smallest standard error a run's ratio is trusted with
 NO_NOISE = 0.10  # the standard error of a run's ratio that has none (fewer than 2 repetitions)
@@ -135,6 +138,7 @@ def current(
 def rows_of(results: dict[str, Any]) -> list[dict[str, str]]:
     """One row per grid entry and framework that has a ratio in a results JSON."""
     rows = []
+    peak = results.get("gemm", {}).get("peak_gflops")
     for e in results.get("grid", []):
         for framework, r in e.get("ratios", {}).items():
             ours, best = e["impls"][r["rnncore"]], e["impls"][r["best_baseline"]]
@@ -150,6 +154,8 @@ def rows_of(results: dict[str, Any]) -> list[dict[str, str]]:
                 "baseline": r["best_baseline"],
                 "baseline_s": f"{best['median_s']:.6g}",
                 "contended": "1" if r.get("contended") else "0",
+                "cpu": results.get("machine", {}).get("cpu", ""),
+                "gemm_gflops": f"{peak:.0f}" if peak else "",
             })  # fmt: skip
     return rows
 
@@ -265,6 +271,7 @@ def report(rows: list[dict[str, str]], changes: tuple[CodeChange, ...] = CODE_CH
         lines.append(
             f"{len(rows) - len(kept)} row(s) set aside: runs from before a change of the code they measured"
         )
+    lines.append("machines: " + machines(rows))
     under: list[Figure] = []
     for framework in FRAMEWORKS:
         for mode in grid.MODES:
@@ -289,6 +296,15 @@ def report(rows: list[dict[str, str]], changes: tuple[CodeChange, ...] = CODE_CH
                 f"({verdict}; {f.runs} run{'s' if f.runs > 1 else ''}{flag}){times}"
             )
     return "\n".join(lines)
+
+
+def machines(rows: list[dict[str, str]]) -> str:
+    """How many runs each machine made (its CPU and GEMM peak), e.g. `AMD EPYC (204 GFLOP/s): 1 run`."""
+    runs: dict[str, set[str]] = {}
+    for row in rows:
+        name = f"{row['cpu']} ({row['gemm_gflops']} GFLOP/s)" if row["cpu"] else "not recorded"
+        runs.setdefault(name, set()).add(row["started"])
+    return "; ".join(f"{name}: {len(times)} run{'s' * (len(times) > 1)}" for name, times in runs.items())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -345,7 +345,8 @@ def _run_results(started: str, figures: dict[tuple[str, str], float], cv: float 
         for r in impls.values():
             r.update(rep_cv=cv, quiet_reps=4)
         entries.append({"point": {"key": key}, "mode": mode, "impls": impls, "ratios": report.ratios(impls)})
-    return {"started": started, "commit": "abc123", "grid": entries}
+    machine = {"machine": {"cpu": "Test CPU"}, "gemm": {"peak_gflops": 150.4}} if started > "2026-02" else {}
+    return {"started": started, "commit": "abc123", "grid": entries, **machine}
 
 
 def _write(path: Path, results: dict) -> Path:
@@ -365,6 +366,7 @@ def test_ledger_keeps_each_figure_once_and_reports_where_each_point_stands(tmp_p
     assert [(r["point"], r["mode"], float(r["ratio"])) for r in rows] == [
         (keys[0], "train", 0.90), (keys[1], "train", 0.96), (keys[1], "forward", 1.02)]  # fmt: skip
     assert rows[1]["baseline"] == "torch_eager" and rows[1]["commit"] == "abc123"
+    assert rows[1]["cpu"] == "" and rows[1]["gemm_gflops"] == ""  # the run recorded no machine
 
     text = benchmarks_ledger.report(rows, changes=())  # dated 2026-01-01: before every real change
     n = len(keys)
@@ -396,6 +398,7 @@ def test_a_rerun_is_averaged_with_the_first_run_not_put_in_its_place():
     # beside it, every run alike: the baseline's mean call time over rnncore's (100 tokens a call)
     assert figure.mean_times_ratio == pytest.approx((1.0 + 1.0) / (1 / 0.90 + 1 / 1.00), rel=1e-4)
     text = benchmarks_ledger.report(first + rerun)
+    assert "machines: not recorded: 1 run; Test CPU (150 GFLOP/s): 1 run" in text
     assert f"{key}  0.92 ± 0.04 (within 2 s.e.; 2 runs); the runs' mean call times: 0.947" in text
     agreeing = benchmarks_ledger.rows_of(
         _run_results("2026-02-01T00:00:00", {(key, "train"): 0.905}, cv=0.02)
