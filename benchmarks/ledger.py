@@ -299,12 +299,27 @@ def report(rows: list[dict[str, str]], changes: tuple[CodeChange, ...] = CODE_CH
 
 
 def machines(rows: list[dict[str, str]]) -> str:
-    """How many runs each machine made (its CPU and GEMM peak), e.g. `AMD EPYC (204 GFLOP/s): 1 run`."""
+    """How many runs each CPU model made, with their GEMM peaks: `AMD EPYC (GEMM 165-204 GFLOP/s): 2 runs`.
+
+    By model name, not peak: one machine's measured peak moves between runs (165-204 on one).
+    """
     runs: dict[str, set[str]] = {}
+    peaks: dict[str, list[float]] = {}
     for row in rows:
-        name = f"{row['cpu']} ({row['gemm_gflops']} GFLOP/s)" if row["cpu"] else "not recorded"
+        name = row["cpu"] or "not recorded"
         runs.setdefault(name, set()).add(row["started"])
-    return "; ".join(f"{name}: {len(times)} run{'s' * (len(times) > 1)}" for name, times in runs.items())
+        if row["gemm_gflops"]:
+            peaks.setdefault(name, []).append(float(row["gemm_gflops"]))
+    parts = []
+    for name, started in runs.items():
+        low, high = min(peaks.get(name, [0.0])), max(peaks.get(name, [0.0]))
+        gemm = (
+            ""
+            if name not in peaks
+            else f" (GEMM {low:.0f}" + (f"-{high:.0f}" if high > low else "") + " GFLOP/s)"
+        )
+        parts.append(f"{name}{gemm}: {len(started)} run{'s' * (len(started) > 1)}")
+    return "; ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -398,7 +398,7 @@ def test_a_rerun_is_averaged_with_the_first_run_not_put_in_its_place():
     # beside it, every run alike: the baseline's mean call time over rnncore's (100 tokens a call)
     assert figure.mean_times_ratio == pytest.approx((1.0 + 1.0) / (1 / 0.90 + 1 / 1.00), rel=1e-4)
     text = benchmarks_ledger.report(first + rerun)
-    assert "machines: not recorded: 1 run; Test CPU (150 GFLOP/s): 1 run" in text
+    assert "machines: not recorded: 1 run; Test CPU (GEMM 150 GFLOP/s): 1 run" in text
     assert f"{key}  0.92 ± 0.04 (within 2 s.e.; 2 runs); the runs' mean call times: 0.947" in text
     agreeing = benchmarks_ledger.rows_of(
         _run_results("2026-02-01T00:00:00", {(key, "train"): 0.905}, cv=0.02)
