@@ -312,12 +312,10 @@ def machines(rows: list[dict[str, str]]) -> str:
             peaks.setdefault(name, []).append(float(row["gemm_gflops"]))
     parts = []
     for name, started in runs.items():
-        low, high = min(peaks.get(name, [0.0])), max(peaks.get(name, [0.0]))
-        gemm = (
-            ""
-            if name not in peaks
-            else f" (GEMM {low:.0f}" + (f"-{high:.0f}" if high > low else "") + " GFLOP/s)"
-        )
+        gemm = ""
+        if name in peaks:
+            low, high = min(peaks[name]), max(peaks[name])
+            gemm = f" (GEMM {low:.0f}{f'-{high:.0f}' if high > low else ''} GFLOP/s)"
         parts.append(f"{name}{gemm}: {len(started)} run{'s' * (len(started) > 1)}")
     return "; ".join(parts)
 
