@@ -485,6 +485,32 @@ def test_the_report_stops_quietly_when_its_reader_does():
     assert "BrokenPipeError" not in err and "Traceback" not in err, err
 
 
+# ---- length bucketing (a shared part: never in the smoke run) ----------------------------------
+@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+def test_bucketing_times_bucketed_batches_against_the_naive_padded_loop_and_the_unbucketed_one(backend):
+    pytest.importorskip(backend)
+    from benchmarks import shared
+
+    found = shared.bucketing(cli.SETTINGS["smoke"], 160, (backend,))
+    assert found["rows"] == 160 and found["valid_tokens"] < found["rows"] * found["max_length"]
+    assert found["padding_fraction_bucketed"] < found["padding_fraction_naive"]
+    for mode in ("forward", "train"):
+        figures = found[f"{backend}/{mode}"]
+        if backend == "tensorflow":  # Keras plans settle first (here for 0 s) and say how far they got
+            race = figures["bucketed"]["race"]
+            assert race["batches"] == 3 and 0 <= race["final"] <= race["past_compiles"] <= 3, race
+            assert isinstance(figures["bucketed"]["settled"], bool)
+        rates = {plan: figures[plan]["valid_tokens_per_s"] for plan in ("bucketed", "padded", "unbucketed")}
+        assert all(rate > 0 for rate in rates.values()), rates
+        # the target's figure is against the padded loop; the other one is reported beside it
+        assert figures["speedup"] == pytest.approx(rates["bucketed"] / rates["padded"])
+        assert figures["speedup_vs_unbucketed"] == pytest.approx(rates["bucketed"] / rates["unbucketed"])
+    line = cli.legend({"contention": {"contended_repetitions": 0, "repetitions": 1, "threshold_cpus": 0.5,
+                                      "contended_fraction": 0.0}, "quiet_check": {"quiet": True},
+                       "threads": {}, "shared": {"bucketing": found}}).splitlines()[-1]  # fmt: skip
+    assert line.startswith(f"bucketing {backend}/train: ") and "vs a naive padded loop" in line
+
+
 # ---- the whole harness, smoke mode ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
