@@ -264,21 +264,24 @@ def _past_compiles(
 
     from .impl_tf import _Settling
 
-    def races() -> list[tuple[bool, dict[str, Any]]]:
+    def states() -> list[tuple[bool, bool]]:
+        """(path final, past its compiles) per batch."""
         if mode == "train":
-            return [(trainer.settled(x, lens), trainer.race(x, lens)) for x, lens, _ in plan]
-        forwards = [(runtime._runner(model).forward_for(x, lens), x) for x, lens, _ in plan]
-        return [(forward.settled(x), forward.race(x)) for forward, x in forwards]
+            found = [(trainer.settled(x, lens), trainer.race(x, lens)) for x, lens, _ in plan]
+        else:
+            forwards = [(runtime._runner(model).forward_for(x, lens), x) for x, lens, _ in plan]
+            found = [(forward.settled(x), forward.race(x)) for forward, x in forwards]
+        return [(settled, settled or bool(race["trials_q25_ms"])) for settled, race in found]
 
     def done() -> bool:
-        return all(settled or race["trials_q25_ms"] for settled, race in races())
+        return all(past for _, past in states())
 
     def summary() -> dict[str, Any]:
-        found = races()
+        found = states()
         return {
             "batches": len(found),
-            "final": sum(settled for settled, _ in found),
-            "past_compiles": sum(bool(settled or race["trials_q25_ms"]) for settled, race in found),
+            "final": sum(final for final, _ in found),
+            "past_compiles": sum(past for _, past in found),
         }
 
     return _Settling(run, done, summary, limit_s)
