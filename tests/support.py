@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rnncore import ModelSpec
@@ -121,3 +121,31 @@ def point_id(point: dict[str, Any]) -> str:
             point["dtype"],
         ]
     )
+
+
+def script_validation(monkeypatch: Any, metric: str, values: Sequence[float]) -> None:
+    """Make epoch `i`'s validation `metric` read `values[i]` in every run trained in this process.
+
+    Which epoch is best, and whether early stopping fires, then follow from the test's script
+    and not from float rounding in training (a real metric moved the best epoch between CPUs).
+    The other validation scores stay real. The epoch is known from the `start_epoch` that a
+    run (fresh or resumed) hands to `fit`, and counted on from there.
+    """
+    from rnncore.train import loop
+    from rnncore.train import run as run_module
+
+    real_fit, real_evaluate = run_module.fit, loop.evaluate
+    epoch = [0]
+
+    def fit(*args: Any, start_epoch: int = 0, **kwargs: Any) -> Any:
+        epoch[0] = start_epoch
+        return real_fit(*args, start_epoch=start_epoch, **kwargs)
+
+    def evaluate(*args: Any, **kwargs: Any) -> dict[str, float]:
+        scores = real_evaluate(*args, **kwargs)
+        scores[metric] = float(values[epoch[0]])
+        epoch[0] += 1
+        return scores
+
+    monkeypatch.setattr(run_module, "fit", fit)
+    monkeypatch.setattr(loop, "evaluate", evaluate)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import script_validation
 
 import rnncore
 from rnncore import cli
@@ -186,8 +187,10 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(digits_npz, tmp
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-def test_resume_after_the_best_epoch_still_restores_the_best_weights(digits_npz, tmp_path):
+def test_resume_after_the_best_epoch_still_restores_the_best_weights(digits_npz, tmp_path, monkeypatch):
     """Early stopping restores the best epoch; a run killed after that epoch must too."""
+    # best at epoch 3 (index 2); patience 2 stops after epoch 5
+    script_validation(monkeypatch, "log_loss", [0.9, 0.6, 0.5, 0.7, 0.8, 0.9, 1.0])
     data = digits_npz(300)
     config = tmp_path / "train.json"
     settings = {
@@ -209,14 +212,12 @@ def test_resume_after_the_best_epoch_still_restores_the_best_weights(digits_npz,
     ]
     assert cli.main([*common, "--out", str(tmp_path / "straight"), "--epochs", "10"]) == 0
     history = json.loads((tmp_path / "straight" / "history.json").read_text())
-    # killed one epoch after the best (index best_epoch): which epoch is best depends on float
-    # rounding at lr 0.3 (it moved from before epoch 6 to epoch 7 between runs of this suite)
-    killed_after = history["best_epoch"] + 2
-    # the case under test: the best epoch lies before the kill (so by construction), early
-    # stopping after it: the straight run went on past the kill
-    assert history["stopped_early"] and killed_after < len(history["epochs"])
-    assert cli.main([*common, "--out", str(tmp_path / "resumed"), "--epochs", str(killed_after)]) == 0
+    assert history["best_epoch"] == 2 and history["stopped_early"] and len(history["epochs"]) == 5
+    # the interrupted run: 4 epochs (one past the best), then resumed; it sees the same script
+    assert cli.main([*common, "--out", str(tmp_path / "resumed"), "--epochs", "4"]) == 0
     assert cli.main([*common, "--out", str(tmp_path / "resumed"), "--epochs", "10", "--resume"]) == 0
+    resumed = json.loads((tmp_path / "resumed" / "history.json").read_text())
+    assert resumed["best_epoch"] == 2 and resumed["stopped_early"] and len(resumed["epochs"]) == 5
     a = rnncore.get_weights(rnncore.load(tmp_path / "straight"))
     b = rnncore.get_weights(rnncore.load(tmp_path / "resumed"))
     for name in a:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import script_validation
 
 import rnncore
 from rnncore import bundle, cli
@@ -45,8 +46,8 @@ SPEC = {
     "head": {"num_outputs": 10},
 }
 # Early stopping on (its patience never runs out), so checkpoints keep the best epoch as well.
-# With this rate validation accuracy goes 0.083, 0.083 (a tie keeps epoch 1), 0, 0.167: while
-# epoch 4 is written the best epoch is 1, older than the two newest checkpoints.
+# The in-process crash test scripts validation accuracy (SCRIPTED_ACCURACY) so that while epoch 4
+# is written the best epoch is 1, older than the two newest checkpoints, on any CPU's rounding.
 TRAIN = {
     "format": "rnncore.train/1",
     "epochs": EPOCHS,
@@ -55,6 +56,7 @@ TRAIN = {
     "early_stopping_patience": 10,
     "early_stopping_metric": "accuracy",
 }
+SCRIPTED_ACCURACY = (0.5, 0.5, 0.0, 0.4)  # a tie keeps epoch 1
 SUBPROCESS_TIMEOUT = 240  # seconds; a whole run takes a few
 
 
@@ -225,11 +227,14 @@ def _record(monkeypatch: pytest.MonkeyPatch, states: CrashStates, phases: set[st
 
 
 def test_a_kill_at_any_file_operation_leaves_a_run_that_resumes_to_the_same_weights(
-    files, reference, tmp_path, monkeypatch, capsys
+    files, tmp_path, monkeypatch, capsys
 ):
     """Checkpoint 1 (nothing to fall back on yet), checkpoint 4 (a previous one to fall back
     on, whose best epoch is older still; two to prune) and the final bundle: every state a kill
     can leave is checked and resumed."""
+    script_validation(monkeypatch, "accuracy", SCRIPTED_ACCURACY)
+    assert cli.main(_args(files, tmp_path / "reference")) == 0
+    reference = _final_weights(tmp_path / "reference")
     run = tmp_path / "run"
     states = CrashStates(run, tmp_path / "states")
     with monkeypatch.context() as patches:
