@@ -31,6 +31,7 @@ from .jsonfile import read_json
 from .registry import ALIASES, backend_of
 from .spec import ModelSpec, SpecError
 from .weights import Weights, WeightsError, check_weights
+from .wording import say
 
 BUNDLE_FORMAT = "rnncore.bundle/1"
 CONFIG, WEIGHTS, LABELS, TOKENIZER = "config.json", "model.safetensors", "labels.json", "tokenizer"
@@ -54,7 +55,8 @@ def write_atomically(dest: Path, fill: Callable[[Path], None], overwrite: bool =
     """Create folder `dest` by filling a temporary sibling and renaming it into place."""
     dest = Path(dest)
     if dest.exists() and not overwrite:
-        raise FileExistsError(f"{dest} already exists; choose another folder or pass overwrite")
+        flag = say("pass overwrite=True", "pass --overwrite")
+        raise FileExistsError(f"{dest} already exists; choose another folder or {flag}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
@@ -131,7 +133,7 @@ def save(
             (tmp / LABELS).write_text(json.dumps({"labels": list(labels)}, indent=2) + "\n", encoding="utf-8")
         if tokenizer is not None:
             tokenizer.save(tmp / TOKENIZER)
-        card = render(spec, weights, backend, config["versions"], rows, labels)
+        card = render(spec, weights, backend, config["versions"], rows, labels, extra)
         (tmp / CARD).write_text(card, encoding="utf-8")
 
     write_atomically(Path(folder), fill, overwrite=overwrite)
@@ -164,15 +166,22 @@ def own_path(folder: str | Path, name: str) -> Path:
     return path
 
 
+def _written_by() -> str:
+    return say(
+        "a bundle is a folder written by rnncore.save",
+        "give a run folder written by `rnncore train` or a bundle written by `rnncore port`",
+    )
+
+
 def read_config(folder: str | Path) -> dict[str, Any]:
     """config.json of a bundle, checked: unknown top-level keys are kept (a newer rnncore may add
     some); the format and the backend must be ones this rnncore knows."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise BundleError(f"{folder} is not a folder; a bundle is a folder written by rnncore.save")
+        raise BundleError(f"{folder} is not a folder; {_written_by()}")
     path = own_path(folder, CONFIG)
     if not path.is_file():
-        raise BundleError(f"{folder} has no {CONFIG}; is it a bundle written by rnncore.save?")
+        raise BundleError(f"{folder} has no {CONFIG}; {_written_by()}")
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise BundleError(f"{path} is {path.stat().st_size} bytes; a bundle config is a few KB")
     config = read_json(path, BundleError, BUNDLE_FORMAT)

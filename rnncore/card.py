@@ -8,8 +8,9 @@ model (`rnncore port`) add their own rows (source vs result).
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,12 @@ def render(
     versions: dict[str, str],
     parity: Sequence[ParityRow],
     labels: Sequence[str] | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> str:
+    """The card's Markdown. `settings` are the data settings the bundle records (task,
+    max_len, columns): the card states them, and its commands are ones that run as written
+    (tests/test_cli.py runs them)."""
+    settings = settings or {}
     count = sum(int(np.prod(w.shape)) for w in weights.values())
     today = datetime.date.today().isoformat()
     out = [
@@ -73,6 +79,7 @@ def render(
     ]
     if labels:
         out.append(f"- labels (class id order): {', '.join(labels)}")
+    out += _data_lines(settings)
     out += ["", "## Parity", "", "Measured when this bundle was written, on a right-padded batch.", ""]
     out += ["| check | max abs diff | tolerance (atol / rtol) | within |", "|---|---|---|---|"]
     for row in parity:
@@ -89,9 +96,7 @@ def render(
         "```",
         "",
         "```",
-        "rnncore evaluate THIS_FOLDER --data test.csv",
-        "rnncore port THIS_FOLDER --to torch --out OTHER_FOLDER",
-        "rnncore export THIS_FOLDER --format tflite --out model.tflite",
+        *_commands(settings, backend, spec.dtype),
         "```",
         "",
         "Files: `config.json` (spec and versions), `model.safetensors` (canonical weights, no pickle), "
@@ -99,3 +104,36 @@ def render(
         "",
     ]
     return "\n".join(out)
+
+
+# the file an example `evaluate` command reads, per task
+EXAMPLE_DATA = {
+    "text-classification": "test.csv",
+    "tagging": "test.conll",
+    "sequence-classification": "test.npz",
+}
+
+
+def _data_lines(settings: Mapping[str, Any]) -> list[str]:
+    lines = []
+    if "task" in settings:
+        lines.append(f"- task: {settings['task']}, sequences cut to {settings.get('max_len', '?')} steps")
+    if "columns" in settings:
+        text, label = settings["columns"]
+        lines.append(f"- reads tables with the text in column `{text}` and the label in column `{label}`")
+    return lines
+
+
+def _commands(settings: Mapping[str, Any], backend: str, dtype: str) -> list[str]:
+    task = settings.get("task")
+    other = "torch" if backend == "tensorflow" else "tensorflow"
+    lines = []
+    if task in EXAMPLE_DATA:  # a bundle that knows how to read data
+        lines.append(f"rnncore evaluate THIS_FOLDER --data {EXAMPLE_DATA[task]}")
+    if task == "text-classification":
+        lines.append('rnncore predict THIS_FOLDER "a text to classify"')
+    lines.append(f"rnncore port THIS_FOLDER --to {other} --out OTHER_FOLDER")
+    # TFLite runs float32 only (backends/rnncore_tensorflow/export.py)
+    fmt = "tflite" if dtype == "float32" else "savedmodel"
+    lines.append(f"rnncore export THIS_FOLDER --format {fmt} --out model.{fmt}")
+    return lines

@@ -8,25 +8,31 @@ framework is missing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .batch import InputError
+from .clioutput import progress_mode, quiet_framework_logs, show_warning, wrote
 from .memory import keep_freed_memory
-from .registry import EXPORT_FORMATS, BackendError, canonical_name
+from .registry import EXPORT_FORMATS, BackendError, canonical_name, expect_one_framework
 from .spec import ModelSpec, SpecError, json_schema
 from .train.distributed import DEFAULT_TIMEOUT_S
 from .weights import WeightsError
+from .wording import cli_wording
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C
 DEFAULT_SPEC = "sentiment_bilstm.json"
 
 
@@ -81,25 +87,42 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _train_config(args: argparse.Namespace) -> Any:
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "max_len", "seed")
+DATA_FLAGS = ("task", "data", "valid", "test", "text_column", "label_column", "backend")
+
+
+def _train_config(args: argparse.Namespace, recorded: dict[str, Any] | None) -> Any:
+    from .runinfo import resume_config
     from .train import TrainConfig
     from .train.run import DEFAULT_TRAIN
 
-    base = TrainConfig.from_file(args.config) if args.config else DEFAULT_TRAIN[args.task]
-    return base.with_overrides(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_len=args.max_len, seed=args.seed
-    )
+    overrides = {flag: getattr(args, flag) for flag in TRAIN_FLAGS}
+    file_config = TrainConfig.from_file(args.config) if args.config else None
+    if recorded is not None:  # --resume: the run's own settings; flags must agree (but --epochs)
+        return resume_config(recorded["train"], file_config, overrides)
+    return (file_config or DEFAULT_TRAIN[args.task]).with_overrides(**overrides)
+
+
+def _train_settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
+    """The run's data settings: from the flags, or with --resume from RUN/run.json."""
+    from . import runinfo
+
+    recorded = runinfo.recorded(args.out) if args.resume else None
+    settings = runinfo.resolve({flag: getattr(args, flag) for flag in DATA_FLAGS}, recorded)
+    args.task, args.backend = settings.task, settings.backend
+    return settings, recorded
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import distributed
     from .train.run import BUNDLED_PREFIX, DEFAULT_DATA, train_run
 
-    backend = canonical_name(args.backend)
+    settings, recorded = _train_settings(args)
+    backend = canonical_name(settings.backend)
     role = _training_role(args, backend)
-    data = args.data or BUNDLED_PREFIX + DEFAULT_DATA[args.task]
+    data = settings.data or BUNDLED_PREFIX + DEFAULT_DATA[settings.task]
     spec = ModelSpec.from_file(args.spec) if args.spec else None
-    config = _train_config(args)
+    config = _train_config(args, recorded)
     if role == "launch":
         return _launch_training(args, backend, data, config)
     # a worker joins its run first: TensorFlow's strategy must exist before any TensorFlow op
@@ -113,12 +136,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     with distributed.joined(worker):
         scores = train_run(
             task=args.task, data=data, out=args.out, backend=args.backend, spec=spec, config=config,
-            valid=args.valid, columns=(args.text_column, args.label_column), overwrite=args.overwrite,
-            resume=args.resume, progress=not args.quiet, distributed=worker,
+            valid=settings.valid, test=settings.test, columns=settings.columns, overwrite=args.overwrite,
+            resume=args.resume, progress=progress_mode(args.quiet), distributed=worker,
         )  # fmt: skip
     if worker is None or worker.rank == 0:
-        print("held-out test split: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        where = f"test file {settings.test}" if settings.test else "internal test split (10% of --data)"
+        print(f"{where}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        wrote(_run_files(Path(args.out)))
     return EXIT_OK
+
+
+def _run_files(run: Path) -> list[tuple[str, str | Path]]:
+    from .train.run import latest_checkpoint
+
+    files: list[tuple[str, str | Path]] = [
+        ("the trained model (a bundle: config.json, model.safetensors, labels, tokenizer/)", run),
+        ("what the run remembers (data, columns, settings): `--resume` reads it", run / "run.json"),
+        ("loss and validation scores per epoch", run / "history.json"),
+    ]
+    if (run / "history.png").is_file():
+        files.append(("the same, plotted", run / "history.png"))
+    last = latest_checkpoint(run)
+    if last is not None:
+        files.append(("the newest checkpoint", last))
+    return files
 
 
 def _training_role(args: argparse.Namespace, backend: str) -> str:
@@ -176,6 +217,20 @@ def _launch_training(args: argparse.Namespace, backend: str, data: str, config: 
     return distributed.run_processes(jobs)
 
 
+def interrupted(args: argparse.Namespace) -> str:
+    """One line for Ctrl-C: for `train`, the checkpoint kept and the command that continues."""
+    if args.command != "train":
+        return "interrupted; nothing was written (writes are atomic)"
+    from .train.run import latest_checkpoint
+
+    last = latest_checkpoint(Path(args.out))
+    again = shlex.join(["rnncore", "train", "--out", args.out, "--resume"])
+    if last is None:
+        return "interrupted before the first checkpoint; nothing to resume. Start again with --overwrite"
+    done = int(last.name.split("-")[1])
+    return f"interrupted; kept checkpoint {last} ({done} epoch(s) done). Continue with: {again}"
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train.run import evaluate_run
 
@@ -188,7 +243,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         for key, value in scores.items():
             print(f"{key:>12}  {value:.4f}")
-    return EXIT_OK
+    return EXIT_OK  # writes nothing: no summary
 
 
 def _texts(args: argparse.Namespace, verb: str) -> list[str]:
@@ -226,10 +281,12 @@ def cmd_port(args: argparse.Namespace) -> int:
     for check in checks:
         verdict = "ok" if check.diff.ok else "FAILED"
         print(f"  {check.what:<{width}}  max abs diff {check.diff.max_abs:.2e}  {verdict}")
+    wrote([(f"the model as a {canonical_name(args.to)} bundle, with its model card README.md", args.out)])
     return EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from .appfiles import write_app_files
     from .bundle import load
     from .export import export
     from .registry import backend_for_format
@@ -237,6 +294,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     model = load(args.model, backend=backend_for_format(args.format).NAME)  # built where it exports
     result = export(model, args.out, args.format, overwrite=args.overwrite)
     print(result.summary())
+    side = write_app_files(args.model, result)
+    wrote([(f"the model as {args.format}", result.path), *side])
     return EXIT_OK
 
 
@@ -256,23 +315,51 @@ def cmd_explain(args: argparse.Namespace) -> int:
                       f"[dim](completeness gap {row.completeness_gap:.1e})[/]")  # fmt: skip
     if args.html:
         Path(args.html).write_text(render_html(rows), encoding="utf-8")
-        console.print(f"wrote {escape(args.html)}")
+        wrote([("the attributions as a self-contained HTML page", args.html)])
     return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(args.backend, Path(args.out), epochs=args.epochs, quiet=args.quiet)
+    status = run_demo(args.backend, Path(args.out), epochs=args.epochs, quiet=args.quiet)
+    names = ["torch", "tensorflow"] if args.backend == "both" else [canonical_name(args.backend)]
+    wrote([(f"the run trained on {name}", Path(args.out) / name) for name in names])
+    return status
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (None, a flag's
+    False) or the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action) or text
+
+
+def _per_task(field: str) -> str:
+    """'(default: 8 for text-classification, ...)': the task's starting point (DEFAULT_TRAIN)."""
+    from .train.run import DEFAULT_TRAIN
+
+    values = {task: getattr(config, field) for task, config in DEFAULT_TRAIN.items()}
+    if len(set(values.values())) == 1:
+        return f"(default: {next(iter(values.values()))})"
+    return "(default: " + ", ".join(f"{value} for {task}" for task, value in values.items()) + ")"
 
 
 def _add_train_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--config", help="training config JSON (rnncore.train/1); flags below override it")
-    command.add_argument("--epochs", type=int, help="passes over the training data")
-    command.add_argument("--batch-size", type=int, help="examples per step")
-    command.add_argument("--lr", type=float, help="learning rate")
-    command.add_argument("--max-len", type=int, help="longest sequence kept (tokens or steps)")
-    command.add_argument("--seed", type=int, help="seed for the split, weights and batch order")
+    command.add_argument("--epochs", type=int, help=f"passes over the training data {_per_task('epochs')}")
+    command.add_argument("--batch-size", type=int, help=f"examples per step {_per_task('batch_size')}")
+    command.add_argument("--lr", type=float, help=f"learning rate {_per_task('lr')}")
+    command.add_argument(
+        "--max-len", type=int, help=f"longest sequence kept, in tokens or steps {_per_task('max_len')}"
+    )
+    command.add_argument(
+        "--seed", type=int, help=f"seed for the split, weights and batch order {_per_task('seed')}"
+    )
 
 
 def _count(value: str) -> int:
@@ -345,7 +432,19 @@ def build_parser() -> argparse.ArgumentParser:
         "checked against a numpy oracle.",
     )
     parser.add_argument("--version", action="version", version=f"rnncore {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true",
+                        help="also show the frameworks' own log lines and warnings")  # fmt: skip
+
+    class Commands:  # every command: defaults in --help, and --verbose
+        @staticmethod
+        def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+            if kwargs.get("add_help", True):
+                kwargs.setdefault("parents", [common])
+            return subparsers.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
+
+    commands = Commands()
 
     parity = commands.add_parser(
         "parity",
@@ -378,28 +477,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     backend_choices = ["torch", "pytorch", "tensorflow", "tf", "keras"]
     train = commands.add_parser("train", help="train a model on a backend and write a run folder")
-    train.add_argument(
-        "--backend", choices=backend_choices, default="torch", help="framework (default torch)"
-    )
+    # data settings default to None: with --resume, what is not given comes from run.json
+    train.add_argument("--backend", choices=backend_choices, help="framework (default: torch)")
     train.add_argument("--task", choices=["text-classification", "sequence-classification", "tagging"],
-                       default="text-classification", help="what to learn")  # fmt: skip
+                       help="what to learn (default: text-classification)")  # fmt: skip
     train.add_argument("--data", help="CSV/TSV/JSONL/class folders, CoNLL, .npz, or bundled:NAME "
                        "(default: the bundled set for the task)")  # fmt: skip
     train.add_argument("--valid", help="validation data (default: 10%% of --data)")
-    train.add_argument("--text-column", default="text", help="text column or JSONL field (default text)")
-    train.add_argument("--label-column", default="label", help="label column or JSONL field (default label)")
-    train.add_argument("--spec", help="model spec file; default: a sensible model for the task")
+    train.add_argument("--test", help="test data scored at the end (default: an internal test split, "
+                       "10%% of --data)")  # fmt: skip
+    train.add_argument("--text-column", help="text column or JSONL field (default: text)")
+    train.add_argument("--label-column", help="label column or JSONL field (default: label)")
+    train.add_argument("--spec", help="model spec file (default: a sensible model for the task)")
     train.add_argument("--out", required=True, help="run folder to write")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last checkpoint, with the data and "
+                       "settings it recorded; --epochs N trains it up to N epochs")  # fmt: skip
+    train.add_argument("--quiet", action="store_true",
+                       help="no progress (a bar per epoch on a terminal, else a line per epoch)")  # fmt: skip
     _add_train_options(train)
     _add_parallel_options(train)
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a trained run on data")
     evaluate.add_argument("run", help="run folder written by `rnncore train`, or any model bundle")
-    evaluate.add_argument("--data", help="data to score (default: the held-out split of the training data)")
+    evaluate.add_argument("--data", help="data to score (default: the run's --test file, or the internal "
+                          "split --split of its training data)")  # fmt: skip
     evaluate.add_argument("--split", choices=["train", "valid", "test"], default="test",
                           help="which split of the training data (default test)")  # fmt: skip
     evaluate.add_argument(
@@ -494,6 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=8, help="most training epochs; stops early (default 8)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=cmd_demo)
+    parser.set_defaults(subparsers=subparsers.choices)
     return parser
 
 
@@ -513,25 +618,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_bench(given[1:])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    command = args.subparsers.get(args.command, parser)  # its usage, not the top-level one
     if extra and getattr(args, "texts", None) is not None and not any(e.startswith("-") for e in extra):
         # argparse hands `predict RUN --json "a text"` the text as leftover (a positional list
         # after an option); it is still a text to classify
         args.texts = [*args.texts, *extra]
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
     for flag in ("batch", "max_len", "epochs", "batch_size", "steps"):
         value = getattr(args, flag, None)
         if value is not None and value < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+            command.error(f"--{flag.replace('_', '-')} must be at least 1")
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a launcher runs again
+    if args.command in ONE_FRAMEWORK_COMMANDS:
+        expect_one_framework()
+    # a launcher's processes inherit its stderr: it must stay the terminal, not /dev/null
+    quiet = not args.verbose and not _launches_processes(args)
+    with cli_wording(), quiet_framework_logs(quiet), _warnings_as_lines():
+        return _run(args)
+
+
+# build a model on one backend and nothing else: TensorFlow need not wait for torch's import
+ONE_FRAMEWORK_COMMANDS = ("evaluate", "predict", "explain", "export")
+
+
+def _launches_processes(args: argparse.Namespace) -> bool:
+    from .train import distributed
+
+    if args.command != "train" or os.environ.get(distributed.WORKER_ENV):
+        return False
+    return bool(args.nproc * args.nnodes > 1 or args.workers > 1)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    shown = warnings.showwarning
+    warnings.showwarning = show_warning
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
+def _run(args: argparse.Namespace) -> int:
     from .export import ExportError
     from .port import PortError
 
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a launcher runs again
     try:
         return int(args.handler(args))
+    except KeyboardInterrupt:
+        print(f"rnncore: {interrupted(args)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (ExportError, PortError) as err:  # the result does not compute what the model does
         print(f"rnncore: error: {err}", file=sys.stderr)
         return EXIT_MISMATCH

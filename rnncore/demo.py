@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .api import build, get_weights, spec_of
+from .clioutput import progress_mode
 from .registry import canonical_name
 from .train.loop import evaluate, predict_batched
 from .train.run import DEFAULT_TRAIN, load_run, read_dataset, split_dataset, train_run
@@ -30,7 +31,7 @@ def run_demo(backend: str, out: Path, epochs: int = 8, quiet: bool = False) -> i
         print(f"\n== training on {name}: BiLSTM, Rotten Tomatoes, up to {epochs} epochs -> {run}")
         start = time.perf_counter()
         train_run(task="text-classification", data=DATA, out=run, backend=name, config=config,
-                  overwrite=True, progress=not quiet)  # fmt: skip
+                  overwrite=True, progress=progress_mode(quiet))  # fmt: skip
         seconds = time.perf_counter() - start
         model, encoder, info = load_run(run)
         test = encoder.encode(

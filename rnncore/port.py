@@ -80,7 +80,7 @@ def read_source(source: str | Path, spec: ModelSpec | None = None) -> Source:
             from .tokenize import Tokenizer
 
             Tokenizer.from_pretrained(found.tokenizer_dir)
-        found.extra = {k: config[k] for k in ("task", "max_len") if k in config}
+        found.extra = {k: config[k] for k in ("task", "max_len", "columns") if k in config}
         return found
     if not path.is_file():
         raise FileNotFoundError(

@@ -78,6 +78,18 @@ def _module_name(name: str) -> str:
     return DEFAULT_MODULES[name][0]
 
 
+_one_framework = False
+
+
+def expect_one_framework() -> None:
+    """Promise that this process uses one backend only, so TensorFlow is imported without
+    torch before it (see `get_backend`): 2-4 s of a one-shot command such as
+    `rnncore predict RUN --backend tensorflow`. The CLI promises this for commands that
+    build a model on one backend and nothing else."""
+    global _one_framework
+    _one_framework = True
+
+
 def get_backend(name: str) -> ModuleType:
     """The backend module for `name` (an alias is fine), imported on first use."""
     canonical = canonical_name(name)
@@ -85,7 +97,7 @@ def get_backend(name: str) -> ModuleType:
         return _loaded[canonical]
     extra = DEFAULT_MODULES[canonical][1]
     framework = extra  # each extra is named after the framework it installs
-    if canonical == "tensorflow" and "torch" not in sys.modules:
+    if canonical == "tensorflow" and "torch" not in sys.modules and not _one_framework:
         # Import torch first when both live in one process: the other order can segfault
         # (noted in Keras' own conftest). Only if torch is installed at all.
         with contextlib.suppress(ImportError):

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 
 from .spec import ModelSpec
+from .wording import say
 
 Weights = dict[str, np.ndarray]
 
@@ -147,7 +148,11 @@ def check_weights(spec: ModelSpec, weights: Mapping[str, np.ndarray]) -> Weights
         raise WeightsError(
             "weights do not match the spec: "
             + "; ".join(problems)
-            + ". Weights must come from init_weights/get_weights for this same spec."
+            + say(
+                ". Weights must come from init_weights/get_weights for this same spec.",
+                ". These weights were written for a different model; use the model folder (bundle or "
+                "run) they were saved with.",
+            )
         )
     return out
 

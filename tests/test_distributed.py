@@ -305,7 +305,7 @@ def test_cli_torch_checkpoints_resume_from_two_processes_on_one_and_back(spawn, 
     # two processes for epoch 1, one process resumes for epoch 2
     two_then_one = tmp_path / "two-then-one"
     log = _launch_cli(spawn, _args(digits, two_then_one, 1, "--nproc", "2"), "two")
-    assert log.count("held-out test split") == 1, log  # rank 0 alone reports
+    assert log.count("internal test split (10% of --data)") == 1, log  # rank 0 alone reports
     assert json.loads((two_then_one / "run.json").read_text())["processes"] == 2
     assert (two_then_one / "checkpoints" / "LATEST").read_text().strip() == "epoch-0001"
     assert len(json.loads((two_then_one / "history.json").read_text())["epochs"]) == 1
@@ -329,7 +329,7 @@ def test_cli_tensorflow_workers_checkpoint_resumes_on_one_torch_process(spawn, d
     assert cli.main(_args(digits, straight, 2)) == 0
     run = tmp_path / "tf-workers"
     log = _launch_cli(spawn, _args(digits, run, 1, "--backend", "tensorflow", "--workers", "2"), "tf")
-    assert log.count("held-out test split") == 1, log
+    assert log.count("internal test split (10% of --data)") == 1, log
     info = json.loads((run / "run.json").read_text())
     assert (info["backend"], info["processes"]) == ("tensorflow", 2)
     assert cli.main(_args(digits, run, 2, "--resume", "--backend", "torch")) == 0

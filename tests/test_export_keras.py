@@ -151,7 +151,7 @@ def test_savedmodel_serves_named_inputs(exports: Any) -> None:
     inputs = serve.structured_input_signature[1]
     assert set(inputs) == {"inputs", "lengths"}
     assert inputs["inputs"].dtype == tf.int64 and inputs["inputs"].shape.as_list() == [None, None]
-    assert inputs["lengths"].dtype == tf.int32 and inputs["lengths"].shape.as_list() == [None]
+    assert inputs["lengths"].dtype == tf.int64 and inputs["lengths"].shape.as_list() == [None]
     assert set(serve.structured_outputs) == {"outputs"}
 
 

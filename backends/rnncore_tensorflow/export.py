@@ -4,7 +4,9 @@ Both formats serve one signature, `serving_default`, with the same named inputs:
 
 - `inputs`: token ids `(B, T)` **int64** (as the Keras model takes them), or features
   `(B, T, F)` in the spec's dtype;
-- `lengths`: `(B,)` **int32** valid steps per row, each in 1..T (rows right padded);
+- `lengths`: `(B,)` **int64** valid steps per row, each in 1..T (rows right padded), cast to
+  the Keras model's int32 inside the graph: every exported format (ONNX and TorchScript too)
+  takes the same dtypes, so an app feeds each the same arrays;
 
 and one output, `outputs`: logits `(B, K)`, per-step logits `(B, T, K)` for tagging (zero at
 padded steps), or the pooled / per-step features when the spec has no head. Batch size and
@@ -165,15 +167,21 @@ def _check_replaceable(target: Path, folder: bool) -> None:
 # ---- SavedModel ------------------------------------------------------------------------
 
 
+def export_signature(spec: ModelSpec) -> list[tf.TensorSpec]:
+    """The exported files' (inputs, lengths): the model's, with int64 lengths."""
+    inputs, _ = input_signature(spec, INPUT_NAMES)
+    return [inputs, tf.TensorSpec((None,), tf.int64, name=INPUT_NAMES[1])]
+
+
 def _write_savedmodel(model: Any, spec: ModelSpec, folder: Path) -> None:
     # Keras' ExportArchive saves the variables and this one traced function; tracking the
     # model itself with tf.saved_model.save would also trace and store every layer's call.
     def serve(inputs: Any, lengths: Any) -> dict[str, Any]:
-        return {OUTPUT_NAME: model([inputs, lengths], training=False)}
+        return {OUTPUT_NAME: model([inputs, tf.cast(lengths, tf.int32)], training=False)}
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(SIGNATURE, serve, input_signature=input_signature(spec, INPUT_NAMES))
+    archive.add_endpoint(SIGNATURE, serve, input_signature=export_signature(spec))
     archive.write_out(str(folder), verbose=False)
 
 
@@ -223,11 +231,11 @@ class _PlainGraph(tf.Module):
         self.spec = spec
         # constants, not variables: the converter would freeze variables anyway
         self.w = {name: tf.constant(value, dtype=spec.dtype) for name, value in weights.items()}
-        signature = input_signature(spec, INPUT_NAMES)
-        self.serve = tf.function(self._serve, input_signature=signature, autograph=False)
+        self.serve = tf.function(self._serve, input_signature=export_signature(spec), autograph=False)
 
     def _serve(self, inputs: Any, lengths: Any) -> dict[str, Any]:
         spec = self.spec
+        lengths = tf.cast(lengths, tf.int32)  # int64 outside (see the module docstring)
         seq = tf.gather(self.w["embedding.weight"], inputs) if spec.input.kind == "tokens" else inputs
         keep = tf.expand_dims(tf.sequence_mask(lengths, tf.shape(seq)[1]), -1)  # (B, T, 1)
         for layer in range(spec.encoder.num_layers):
@@ -406,4 +414,4 @@ def _check_batch(x: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.nda
         raise InputError(f"lengths must be integers of shape ({batch},); got {lengths.dtype} {lengths.shape}")
     if lengths.min() < 1 or lengths.max() > steps:
         raise InputError(f"every length must be in 1..{steps}; got {lengths.tolist()}")
-    return x, lengths.astype(np.int32)
+    return x, lengths.astype(np.int64)

@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..wording import say
 from ._files import DataError, format_of, read_text, split_lines
 from .containers import TaggedDataset, TextDataset
 
@@ -118,14 +119,20 @@ def _column(path: str | Path, names: list[str], column: Column, role: str) -> in
         if -len(names) <= column < len(names):
             return column % len(names)
         raise DataError(
-            f"{role}_column={column} but rows have {len(names)} columns (0..{len(names) - 1})", path, 1
+            f"{say(f'{role}_column=', f'--{role}-column ')}{column} but rows have {len(names)} "
+            f"columns (0..{len(names) - 1})",
+            path,
+            1,
         )
     stripped = [name.strip() for name in names]
     if column in stripped:
         return stripped.index(column)
     raise DataError(
         f"no {role} column {column!r}; the header has {', '.join(repr(n) for n in stripped)}. "
-        f"Pass {role}_column=<one of these>, or header=False with a position",
+        + say(
+            f"Pass {role}_column=<one of these>, or header=False with a position",
+            f"Pass --{role}-column <one of these>",
+        ),
         path,
         1,
     )
@@ -156,7 +163,8 @@ def read_jsonl(
             if field not in record:
                 keys = ", ".join(repr(k) for k in record)
                 which = "text_field" if field == text_field else "label_field"
-                raise DataError(f"no field {field!r}; this object has {keys}. Pass {which}=...", path, number)
+                flag = say(f"{which}=...", f"--{which.split('_')[0]}-column <one of these>")
+                raise DataError(f"no field {field!r}; this object has {keys}. Pass {flag}", path, number)
         text, label = record[text_field], record[label_field]
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"{text_field!r} must be a non-empty string; got {text!r}", path, number)

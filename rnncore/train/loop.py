@@ -156,7 +156,7 @@ def fit(
     start_epoch: int = 0,
     trainer: Any = None,
     on_epoch_end: Callable[[int, History, Any], None] | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
     history: History | None = None,
     best_weights: Weights | None = None,
     shard: Shard | None = None,
@@ -234,11 +234,14 @@ def _train_step(trainer: Any, data: Encoded, index: np.ndarray, lr: float, shard
 
 
 class _progress:
-    """A per-epoch progress bar with loss and speed (tqdm when installed, else silent)."""
+    """A per-epoch progress bar with loss and speed (tqdm when installed, else silent), or
+    with `mode` "lines" one printed line per epoch (for output that goes to a file)."""
 
-    def __init__(self, total: int, desc: str, enabled: bool):
+    def __init__(self, total: int, desc: str, mode: bool | str):
         self.bar: Any = None
-        if enabled:
+        self.desc = desc
+        self.lines = mode == "lines"
+        if mode is True or mode == "bar":
             try:
                 from tqdm.auto import tqdm
             except ImportError:
@@ -251,6 +254,9 @@ class _progress:
             self.bar.update(1)
 
     def close(self, record: dict[str, float]) -> None:
+        if self.lines:
+            scores = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch")
+            print(f"{self.desc}: {scores}", flush=True)
         if self.bar is not None:
             self.bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k != "epoch"})
             self.bar.close()

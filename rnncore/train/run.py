@@ -31,6 +31,7 @@ from ..api import build, set_weights, spec_of
 from ..data import DataError, LabelVocab, load_bundled, read_conll, read_npz, read_texts, split
 from ..jsonfile import read_json
 from ..registry import ALIASES, get_backend
+from ..runinfo import check_classes, data_source
 from ..spec import ModelSpec
 from .config import TrainConfig
 from .loop import Encoded, History, evaluate, fit
@@ -272,13 +273,18 @@ def train_run(
     spec: ModelSpec | None = None,
     config: TrainConfig | None = None,
     valid: str | None = None,
+    test: str | None = None,
     columns: tuple[str, str] = ("text", "label"),
     overwrite: bool = False,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | str = True,
     distributed: Worker | None = None,
 ) -> dict[str, Any]:
-    """Train on `data`, write the run folder `out`, return the test (or validation) metrics.
+    """Train on `data`, write the run folder `out`, return the test metrics: on the `test`
+    file if given, else on the internal test split (10% of `data`).
+
+    A classification set with one class is refused (`RunSettingError`); a very rare class
+    gives a `DataWarning`.
 
     With `distributed` (this process's place in a multi-process run, from
     `rnncore.train.distributed.start_worker`) every process reads the data and trains on its
@@ -296,11 +302,17 @@ def train_run(
     dataset = read_dataset(data, task, columns)
     if len(dataset) < 3:
         raise RunError(f"{data} holds {len(dataset)} examples; need at least 3 to train and evaluate")
+    if task != "tagging":
+        check_classes(_class_names(dataset), data)
     parts = split_dataset(dataset, config.seed)
     if valid is not None:
         parts["valid"] = read_dataset(valid, task, columns)
+    if test is not None:
+        parts["test"] = read_dataset(test, task, columns)
     encoder = fit_encoder(task, parts["train"], config.max_len, inventory=dataset)
     encoded = {name: encoder.encode(part, f"the {name} split") for name, part in parts.items()}
+    if resume:
+        spec = _resumed_spec(run, spec)
     spec = spec or default_spec(task, encoder, dataset)
     if encoder.tokenizer is not None:
         _check_vocab(encoder, spec)
@@ -317,20 +329,21 @@ def train_run(
             shutil.rmtree(run)
         run.mkdir(parents=True, exist_ok=True)
         processes = 1 if distributed is None else distributed.world_size
-        run_info = {"format": RUN_FORMAT, "task": task, "data": data, "valid": valid, "backend": backend,
-                    "columns": list(columns), "train": config.to_dict(), "processes": processes}  # fmt: skip
+        run_info = {"format": RUN_FORMAT, "task": task, "data": data, "valid": valid, "test": test,
+                    "backend": backend, "columns": list(columns), "train": config.to_dict(),
+                    "processes": processes}  # fmt: skip
         (run / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
 
     def on_epoch_end(epoch: int, hist: History, tr: Any) -> None:
         save_checkpoint(run, model, tr, hist, epoch, encoder, keep_best=bool(config.early_stopping_patience))
 
     history = fit(model, encoded["train"], config, encoded["valid"], start_epoch=start_epoch, trainer=trainer,
-                  on_epoch_end=on_epoch_end if chief else None, progress=progress and chief,
+                  on_epoch_end=on_epoch_end if chief else None, progress=progress if chief else False,
                   history=history, best_weights=best_weights,
                   shard=None if distributed is None else distributed.shard)  # fmt: skip
     if not chief:
         return {}
-    _write_final_bundle(run, model, encoder, task, config)
+    _write_final_bundle(run, model, encoder, data_settings(task, config.max_len, columns))
     (run / "history.json").write_text(json.dumps(history.to_dict(), indent=2) + "\n", encoding="utf-8")
     _plot_history(history, run / "history.png")
     return evaluate(model, encoded["test"], label_names=encoder.labels.labels)
@@ -344,7 +357,23 @@ def check_run_folder(run: Path, overwrite: bool, resume: bool) -> None:
         raise RunError(f"cannot resume: {run} does not exist")
 
 
-def _write_final_bundle(run: Path, model: Any, encoder: Encoder, task: str, config: TrainConfig) -> None:
+def data_settings(task: str, max_len: int, columns: tuple[str, str] | None) -> dict[str, Any]:
+    """What a bundle records of how its model reads data (config.json keys; `port` copies
+    them): the task, max_len and, for text classification, the table columns, so that
+    `rnncore evaluate BUNDLE --data FILE` reads FILE as the run did."""
+    settings: dict[str, Any] = {"task": task, "max_len": max_len}
+    if task == "text-classification" and columns is not None:
+        settings["columns"] = list(columns)
+    return settings
+
+
+def _class_names(dataset: Any) -> list[str]:
+    if hasattr(dataset, "labels"):
+        return [str(label) for label in dataset.labels]
+    return [str(int(y)) for y in dataset.y]
+
+
+def _write_final_bundle(run: Path, model: Any, encoder: Encoder, settings: dict[str, Any]) -> None:
     """Make the run folder itself a bundle holding the final model.
 
     The bundle is written whole beside the run, then moved in file by file with config.json
@@ -353,7 +382,7 @@ def _write_final_bundle(run: Path, model: Any, encoder: Encoder, task: str, conf
     """
     staged = run / "final.tmp"
     bundle.save(model, staged, labels=list(encoder.labels.labels), tokenizer=encoder.tokenizer,
-                extra={"task": task, "max_len": config.max_len}, overwrite=True)  # fmt: skip
+                extra=settings, overwrite=True)  # fmt: skip
     (run / bundle.CONFIG).unlink(missing_ok=True)
     for name in (bundle.WEIGHTS, bundle.LABELS):
         os.replace(staged / name, run / name)
@@ -369,6 +398,20 @@ def _check_vocab(encoder: Encoder, spec: ModelSpec) -> None:
         encoder.tokenizer.check_spec(spec)
     except ValueError as err:
         raise RunError(str(err)) from None
+
+
+def _resumed_spec(run: Path, given: ModelSpec | None) -> ModelSpec:
+    """The spec of the run being resumed (its newest checkpoint's); a different one is refused."""
+    folder = latest_checkpoint(run)
+    if folder is None:
+        raise RunError(f"{run} has no complete checkpoint to resume from; start again with --overwrite")
+    saved, _ = bundle.load_weights_and_spec(folder)
+    if given is not None and given != saved:
+        raise RunError(
+            f"--spec differs from the model of the run being resumed ({folder / bundle.CONFIG}); "
+            "leave --spec out to continue the run, or start a new run"
+        )
+    return saved
 
 
 def _resume(
@@ -433,6 +476,8 @@ def _run_info(folder: Path) -> dict[str, Any]:
     max_len = config.get("max_len") or TrainConfig().max_len
     info = {"task": task, "data": None, "backend": config.get("backend", "torch"),
             "train": {"max_len": max_len, "seed": 0}}  # fmt: skip
+    if "columns" in config:
+        info["columns"] = config["columns"]
     _check_run_info(info, folder / bundle.CONFIG)
     return info
 
@@ -451,6 +496,9 @@ def _check_run_info(info: Any, where: Path) -> None:
         raise RunError(f'{where}: "backend" must name a backend and "data" a data source')
     if not (integer(train.get("max_len")) and train["max_len"] >= 1 and integer(train.get("seed"))):
         raise RunError(f"{where}: max_len must be an integer >= 1 and seed an integer")
+    columns = info.get("columns", ["text", "label"])
+    if not (isinstance(columns, list) and len(columns) == 2 and all(isinstance(c, str) for c in columns)):
+        raise RunError(f'{where}: "columns" must be [text column, label column], two names')
 
 
 def load_run(run: str | Path, backend: str | None = None) -> tuple[Any, Encoder, dict[str, Any]]:
@@ -476,18 +524,21 @@ def evaluate_run(
     backend: str | None = None,
     columns: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Metrics of a run's model on `data` (default: the held-out split of its training data).
+    """Metrics of a run's model on `data` (default: the run's test file, or the internal split
+    `split_name` of its training data).
 
     `columns` names the text and label columns of a table file (default: the run's own, or
-    text/label for a bundle that is not a training run).
+    text/label for a bundle that does not record them).
     """
     model, encoder, info = load_run(run, backend)
+    if data is None and split_name == "test" and info.get("test"):
+        data = info["test"]
     source = data or info["data"]
     if source is None:
         raise RunError(f"{run} is a model bundle, not a training run: say which data to score with --data")
     _check_usable(run, encoder)
     dataset = read_dataset(source, info["task"], columns or tuple(info.get("columns", ("text", "label"))))
-    if data is None or data == info["data"]:
+    if data is None or data_source(data) == data_source(info["data"]):
         dataset = split_dataset(dataset, int(info["train"]["seed"]))[split_name]
     try:
         encoded = encoder.encode(dataset, f"{source}")
