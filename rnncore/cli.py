@@ -107,7 +107,7 @@ def _train_settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | Non
     """The run's data settings: from the flags, or with --resume from RUN/run.json."""
     from . import runinfo
 
-    recorded = runinfo.recorded(args.out) if args.resume else None
+    recorded = runinfo.recorded(args.out, data_given=bool(args.data)) if args.resume else None
     settings = runinfo.resolve({flag: getattr(args, flag) for flag in DATA_FLAGS}, recorded)
     args.task, args.backend = settings.task, settings.backend
     return settings, recorded
@@ -220,7 +220,7 @@ def _launch_training(args: argparse.Namespace, backend: str, data: str, config: 
 def interrupted(args: argparse.Namespace) -> str:
     """One line for Ctrl-C: for `train`, the checkpoint kept and the command that continues."""
     if args.command != "train":
-        return "interrupted; nothing was written (writes are atomic)"
+        return "interrupted"
     from .train.run import latest_checkpoint
 
     last = latest_checkpoint(Path(args.out))

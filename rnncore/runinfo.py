@@ -14,7 +14,7 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +88,13 @@ def resolve(given: Mapping[str, Any], recorded: Mapping[str, Any] | None) -> Run
     )
 
 
-def recorded(run: str | Path) -> dict[str, Any]:
-    """RUN/run.json of a run to resume; refused, saying why, when there is none."""
+def recorded(run: str | Path, data_given: bool) -> dict[str, Any] | None:
+    """RUN/run.json of a run to resume. Without one (a run folder made by hand), the flags
+    must say where the data is: refused, saying why, when they do not; None when they do."""
     path = Path(run) / "run.json"
     if not path.is_file():
+        if data_given:
+            return None
         raise RunSettingError(
             f"cannot resume: {path} does not exist (is {run} a run folder written by `rnncore train`?)"
         )
@@ -116,7 +119,8 @@ def resume_config(
     must agree with them except for `epochs` (which may grow: the run trains further)."""
     base = TrainConfig.from_dict(recorded)
     if file_config is not None:
-        for field, value in file_config.to_dict().items():
+        for field in (f.name for f in fields(TrainConfig)):
+            value = getattr(file_config, field)
             if field != "epochs" and value != getattr(base, field):
                 old = getattr(base, field)
                 raise RunSettingError(

@@ -145,6 +145,14 @@ def test_resume_refuses_a_flag_that_disagrees_with_the_run(trained, reviews, fla
     assert len(err.splitlines()) == 1
 
 
+def test_resume_alone_of_a_folder_that_is_no_run_says_so(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    assert cli.main(["train", "--out", str(tmp_path / "run"), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "run.json does not exist" in err
+    assert list((tmp_path / "run").iterdir()) == []  # and no bundled data was trained into it
+
+
 # ---- 4. messages in the CLI's words ---------------------------------------------------------
 def test_messages_name_the_flag_on_the_command_line_and_the_keyword_in_python(reviews, tmp_path, capsys):
     assert cli.main(["train", "--data", str(reviews["train"]), "--out", str(tmp_path / "r"), *SMALL]) == 2
