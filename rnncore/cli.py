@@ -606,9 +606,13 @@ def entry() -> int:
     """The process's entry point (the `rnncore` script, `python -m rnncore`, and the processes a
     distributed run launches): it owns the process, so it lets the C allocator keep freed
     memory for reuse (`rnncore.memory`) before `main` runs anything. Not for `bench`, whose
-    figures are taken with the allocator as every other program gets it."""
+    figures are taken with the allocator as every other program gets it. For the same reason
+    it may promise that the process uses one framework (`ONE_FRAMEWORK_COMMANDS`); a caller
+    of `main` inside its own process may use both."""
     if sys.argv[1:2] != ["bench"]:
         keep_freed_memory()
+    if sys.argv[1:2] and sys.argv[1] in ONE_FRAMEWORK_COMMANDS:
+        expect_one_framework()
     return main()
 
 
@@ -633,8 +637,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if value is not None and value < 1:
             command.error(f"--{flag.replace('_', '-')} must be at least 1")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what a launcher runs again
-    if args.command in ONE_FRAMEWORK_COMMANDS:
-        expect_one_framework()
     # a launcher's processes inherit its stderr: it must stay the terminal, not /dev/null
     quiet = not args.verbose and not _launches_processes(args)
     with cli_wording(), quiet_framework_logs(quiet), _warnings_as_lines():

@@ -307,7 +307,8 @@ def _input_dtypes(model: Path, fmt: str) -> dict[str, type]:
 def test_a_tensorflow_predict_does_not_import_torch(trained):
     probe = (
         "import sys; from rnncore import cli; "
-        f"code = cli.main(['predict', {str(trained)!r}, '--backend', 'tensorflow', 'a fine film']); "
+        f"sys.argv = ['rnncore', 'predict', {str(trained)!r}, '--backend', 'tensorflow', 'a fine film']; "
+        "code = cli.entry(); "
         "print('torch' in sys.modules, 'tensorflow' in sys.modules); sys.exit(code)"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
