@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import bundle
-from ..api import build, set_weights, spec_of
+from ..api import build, device_of, set_weights, spec_of
 from ..data import DataError, LabelVocab, load_bundled, read_conll, read_npz, read_texts, split
+from ..device import Device, device_for
 from ..jsonfile import read_json
 from ..registry import ALIASES, get_backend
 from ..spec import ModelSpec
@@ -277,8 +278,12 @@ def train_run(
     resume: bool = False,
     progress: bool = True,
     distributed: Worker | None = None,
+    device: str | Device = "auto",
 ) -> dict[str, Any]:
     """Train on `data`, write the run folder `out`, return the test (or validation) metrics.
+
+    `device` is auto (a GPU when the backend sees one), cpu, cuda or cuda:N; the device used is
+    recorded in run.json. Checkpoints hold CPU arrays, so a run resumes on any device.
 
     With `distributed` (this process's place in a multi-process run, from
     `rnncore.train.distributed.start_worker`) every process reads the data and trains on its
@@ -304,8 +309,9 @@ def train_run(
     spec = spec or default_spec(task, encoder, dataset)
     if encoder.tokenizer is not None:
         _check_vocab(encoder, spec)
+    placed = _placement(backend, device, distributed)
     with contextlib.nullcontext() if distributed is None else distributed.scope():
-        model = build(spec, backend=backend, seed=config.seed)  # TensorFlow: mirrored variables
+        model = build(spec, backend=backend, seed=config.seed, device=placed)  # TensorFlow: mirrored
     make_trainer = get_backend(backend).make_trainer if distributed is None else distributed.make_trainer
     start_epoch, history, trainer, best_weights = 0, History(), None, None
     if resume:
@@ -318,7 +324,8 @@ def train_run(
         run.mkdir(parents=True, exist_ok=True)
         processes = 1 if distributed is None else distributed.world_size
         run_info = {"format": RUN_FORMAT, "task": task, "data": data, "valid": valid, "backend": backend,
-                    "columns": list(columns), "train": config.to_dict(), "processes": processes}  # fmt: skip
+                    "columns": list(columns), "train": config.to_dict(), "processes": processes,
+                    "device": device_of(model)}  # fmt: skip
         (run / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
 
     def on_epoch_end(epoch: int, hist: History, tr: Any) -> None:
@@ -334,6 +341,14 @@ def train_run(
     (run / "history.json").write_text(json.dumps(history.to_dict(), indent=2) + "\n", encoding="utf-8")
     _plot_history(history, run / "history.png")
     return evaluate(model, encoded["test"], label_names=encoder.labels.labels)
+
+
+def _placement(backend: str, device: str | Device, distributed: Worker | None) -> Device | None:
+    """The device to build on: `device` resolved, or, in a distributed run, the worker's own
+    choice (None: each process takes the GPU of its local rank, or the CPU)."""
+    if distributed is not None:
+        return None
+    return device_for(get_backend(backend), device)
 
 
 def check_run_folder(run: Path, overwrite: bool, resume: bool) -> None:
@@ -453,11 +468,14 @@ def _check_run_info(info: Any, where: Path) -> None:
         raise RunError(f"{where}: max_len must be an integer >= 1 and seed an integer")
 
 
-def load_run(run: str | Path, backend: str | None = None) -> tuple[Any, Encoder, dict[str, Any]]:
-    """The model of a run folder or any bundle on `backend` (default: the one that wrote it)."""
+def load_run(
+    run: str | Path, backend: str | None = None, device: str | None = None
+) -> tuple[Any, Encoder, dict[str, Any]]:
+    """The model of a run folder or any bundle on `backend` (default: the one that wrote it),
+    on `device` (see `rnncore.build`; a run trained on a GPU loads on a CPU and back)."""
     run = Path(run)
     info = _run_info(run)
-    model = bundle.load(run, backend=backend or info["backend"])
+    model = bundle.load(run, backend=backend or info["backend"], device=device)
     tokenizer = None
     tokenizer_folder = bundle.tokenizer_folder(run)  # refuses links out of the bundle
     if tokenizer_folder is not None:
@@ -475,13 +493,14 @@ def evaluate_run(
     split_name: str = "test",
     backend: str | None = None,
     columns: tuple[str, str] | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of a run's model on `data` (default: the held-out split of its training data).
 
     `columns` names the text and label columns of a table file (default: the run's own, or
     text/label for a bundle that is not a training run).
     """
-    model, encoder, info = load_run(run, backend)
+    model, encoder, info = load_run(run, backend, device)
     source = data or info["data"]
     if source is None:
         raise RunError(f"{run} is a model bundle, not a training run: say which data to score with --data")
@@ -506,10 +525,12 @@ def _check_usable(folder: str | Path, encoder: Encoder) -> None:
         raise RunError(f"{folder} has no labels.json; save the bundle with its label names")
 
 
-def predict_texts(run: str | Path, texts: list[str], backend: str | None = None) -> list[dict[str, Any]]:
+def predict_texts(
+    run: str | Path, texts: list[str], backend: str | None = None, device: str | None = None
+) -> list[dict[str, Any]]:
     from ..api import predict
 
-    model, encoder, info = load_run(run, backend)
+    model, encoder, info = load_run(run, backend, device)
     _check_usable(run, encoder)
     if info["task"] != "text-classification":
         raise RunError(f"{run} is a {info['task']} run; `predict` with texts needs a text-classification run")
