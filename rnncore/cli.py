@@ -119,9 +119,14 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import distributed
-    from .train.run import BUNDLED_PREFIX, DEFAULT_DATA, train_run
+    from .train.run import BUNDLED_PREFIX, DEFAULT_DATA, RunError, train_run
 
     backend = canonical_name(args.backend)
+    if args.precision != "float32":
+        raise RunError(
+            f"--precision {args.precision}: mixed-precision training (autocast) is not available yet; "
+            "train in the spec's dtype (float32 or float64) without --precision"
+        )
     role = _training_role(args, backend)
     data = args.data or BUNDLED_PREFIX + DEFAULT_DATA[args.task]
     spec = ModelSpec.from_file(args.spec) if args.spec else None
@@ -431,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_train_options(train)
     _add_device_option(train)
+    train.add_argument("--precision", choices=["float32", "bf16", "fp16"], default="float32",
+                       help="float32 (default); bf16/fp16 mixed precision is not available yet")  # fmt: skip
     _add_parallel_options(train)
     train.set_defaults(handler=cmd_train)
 

@@ -86,7 +86,7 @@ def test_processes_of_a_distributed_run_take_no_gpu_index():
 def test_build_and_load_place_a_model_on_the_cpu(backend, tmp_path):
     spec = rnncore.ModelSpec.from_dict(TINY)
     model = rnncore.build(spec, backend=backend, device="cpu")
-    assert rnncore.api.device_of(model) == "cpu"
+    assert rnncore.device_of(model) == "cpu"
     rnncore.save(model, tmp_path / "bundle")
     loaded = rnncore.load(tmp_path / "bundle", backend=backend, device="auto")
     ids = np.array([[3, 4, 5, 0], [6, 7, 8, 9]])
@@ -122,6 +122,16 @@ def test_every_command_refuses_cuda_without_a_gpu(command, bundle_folder, tmp_pa
         "or --device auto to take a GPU only when there is one"
     ]
     assert captured.out == "" and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_is_refused_until_it_exists(precision, tmp_path, capsys):
+    assert cli.main(["train", "--out", str(tmp_path / "run"), "--precision", precision]) == cli.EXIT_USAGE
+    assert (
+        f"--precision {precision}: mixed-precision training (autocast) is not available"
+        in capsys.readouterr().err
+    )
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_malformed_device_flag_is_a_usage_error(capsys):
@@ -323,3 +333,32 @@ def test_tensorflow_cpu_is_refused_once_it_runs_on_a_gpu(monkeypatch):
     monkeypatch.setattr(tf.config, "set_visible_devices", started)
     with pytest.raises(DeviceError, match="TensorFlow already runs on the GPU"):
         use_device("cpu")
+
+
+# ---- the GPU check script --------------------------------------------------------------------
+def test_the_gpu_check_runs_every_section_at_toy_sizes_on_the_cpu(tmp_path, monkeypatch):
+    """`benchmarks/gpu_check.sh` runs only where a GPU is lent; its smoke mode keeps it working."""
+    pytest.importorskip("safetensors")
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # the CLI section runs `python -m rnncore`
+    from benchmarks import gpu_check
+
+    out = tmp_path / "gpu_check.json"
+    assert gpu_check.main(["--smoke", "--device", "cpu", "--out", str(out)]) == 0
+    found = json.loads(out.read_text())
+    assert found["format"] == "rnncore.gpu_check/1" and found["environment"]["device"] == "cpu"
+    summary = found["parity"]["summary"]
+    assert set(summary) == {"float32-tf32-off", "float32-tf32-on", "float64-tf32-off"}
+    assert all(diff["all_ok_gpu_tolerance"] for worst in summary.values() for diff in worst.values())
+    assert found["training"]["weights"]["max_abs"] == 0.0  # two CPU models: the same arithmetic
+    assert found["checkpoint"]["cpu->cpu"]["next_step"]["max_abs"] == 0.0
+    assert found["checkpoint"]["cli"]["run_json_device"] == "cpu"
+    assert found["checkpoint"]["cli"]["evaluate_cpu"]["accuracy"] > 0.0
+    ratios = [case["ratio_train"] for case in found["benchmark"]["cases"]]
+    assert len(ratios) == 2 and all(r > 0 for r in ratios)
+
+
+def test_the_gpu_check_refuses_to_run_without_a_gpu(no_gpu, capsys):
+    from benchmarks import gpu_check
+
+    assert gpu_check.main(["--device", "cuda"]) == 2
+    assert "torch sees no GPU" in capsys.readouterr().err
