@@ -449,6 +449,18 @@ def report(results: dict[str, Any]) -> str:
         lines.append(
             f"training {training['steps']} steps, gpu vs cpu: weights {weights:.2e}, loss gap {gap:.2e}"
         )
+    for moved, found in results.get("checkpoint", {}).items():
+        if "next_step" in found:
+            lines.append(
+                f"checkpoint {moved}: next step's weights max abs {found['next_step']['max_abs']:.2e}"
+            )
+        elif moved == "cli":
+            scores = {
+                k: v.get("accuracy") if isinstance(v, dict) else v
+                for k, v in found.items()
+                if "evaluate" in k
+            }
+            lines.append(f"cli run: device {found.get('run_json_device')}, {scores or found}")
     for case in results.get("benchmark", {}).get("cases", []):
         if "ratio_train" in case:
             lines.append(f"benchmark {case['point']['key']}: rnncore / hand-written cuDNN: train "
