@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import bundle
 from ..api import build, set_weights, spec_of
+from ..baselines import most_frequent_tag
 from ..data import DataError, LabelVocab, load_bundled, read_conll, read_npz, read_texts, split
 from ..jsonfile import read_json
 from ..registry import ALIASES, get_backend
@@ -475,25 +476,71 @@ def evaluate_run(
     split_name: str = "test",
     backend: str | None = None,
     columns: tuple[str, str] | None = None,
+    scheme: str | None = None,
+    mode: str = "default",
 ) -> dict[str, Any]:
     """Metrics of a run's model on `data` (default: the held-out split of its training data).
 
     `columns` names the text and label columns of a table file (default: the run's own, or
-    text/label for a bundle that is not a training run).
+    text/label for a bundle that is not a training run). A tagging run adds "tagging": the
+    report of `rnncore.train.tagging.tagging_report`, entities read in `scheme` (default:
+    inferred from the tags) and `mode`, beside the most-frequent-tag baseline.
     """
     model, encoder, info = load_run(run, backend)
+    if info["task"] != "tagging" and (scheme is not None or mode != "default"):
+        raise RunError(f"{run} is a {info['task']} run; entity schemes and modes apply to tagging runs")
     source = data or info["data"]
     if source is None:
         raise RunError(f"{run} is a model bundle, not a training run: say which data to score with --data")
     _check_usable(run, encoder)
     dataset = read_dataset(source, info["task"], columns or tuple(info.get("columns", ("text", "label"))))
+    whole = dataset
     if data is None or data == info["data"]:
         dataset = split_dataset(dataset, int(info["train"]["seed"]))[split_name]
     try:
         encoded = encoder.encode(dataset, f"{source}")
     except DataError as err:
         raise RunError(str(err)) from None
-    return evaluate(model, encoded, label_names=encoder.labels.labels)
+    scores: dict[str, Any] = evaluate(model, encoded, label_names=encoder.labels.labels)
+    if info["task"] == "tagging":
+        read = whole if source == info["data"] else None
+        scores["tagging"] = _tagging_report(model, encoder, encoded, dataset, info, read, scheme, mode)
+    return scores
+
+
+def _tagging_report(
+    model: Any,
+    encoder: Encoder,
+    encoded: Encoded,
+    dataset: Any,
+    info: dict[str, Any],
+    training_data: Any,
+    scheme: str | None,
+    mode: str,
+) -> dict[str, Any]:
+    """The model's tagging report beside the most-frequent-tag baseline of its training split."""
+    from .tagging import tagging_report
+
+    train, missing = _training_split(info, training_data)
+    baseline = None if train is None else most_frequent_tag(train.sentences, train.tags)
+    names = encoder.labels.labels
+    report = tagging_report(model, encoded, dataset.sentences, names, baseline, scheme, mode)
+    if missing:
+        report["baseline_missing"] = missing
+    return report
+
+
+def _training_split(info: dict[str, Any], data: Any = None) -> tuple[Any, str | None]:
+    """(the run's training split, None), or (None, why there is none); `data`: the run's
+    data when already read."""
+    if info["data"] is None:
+        return None, "a plain bundle has no training split to fit the baseline on"
+    if data is None:
+        try:
+            data = read_dataset(info["data"], info["task"])
+        except (RunError, DataError) as err:
+            return None, f"the run's training data cannot be read ({err})"
+    return split_dataset(data, int(info["train"]["seed"]))["train"], None
 
 
 def _check_usable(folder: str | Path, encoder: Encoder) -> None:
