@@ -6,7 +6,8 @@ Two readings of a tag sequence are in use, and scores differ between them:
   the CoNLL `conlleval` script, which look only at prefixes and types and repair invalid
   sequences. `I-PER I-PER` after `O` is a PER entity even in IOB2, and `I-PER E-PER` is
   one in IOBES. The rules are the same for every scheme; the scheme only says which
-  prefixes may occur (conlleval knows B, I, E, S and O; BILOU's L and U are read as E and S).
+  prefixes may occur. conlleval's rules cover B, I and E; seqeval's port adds S (a chunk
+  of one), and BILOU's L and U are read as E and S.
 - **strict** (seqeval's `mode="strict"`): an entity must start with its scheme's begin tag
   and, in schemes with an end tag, close with it; anything else belongs to no entity. So
   `I-ORG I-ORG` is no entity in strict IOB2, and `B-PER I-PER` without `E-PER` none in
@@ -127,7 +128,7 @@ def extract_entities(tags: Iterable[str], scheme: str = "IOB2", mode: str = "def
     return _conlleval_spans([(_AS_CONLLEVAL.get(prefix, prefix), type_) for prefix, type_ in parsed])
 
 
-# conlleval knows B, I, E, S; BILOU's last and unit tags play E's and S's parts.
+# The chunk rules know B, I, E and S; BILOU's last and unit tags play E's and S's parts.
 _AS_CONLLEVAL = {"L": "E", "U": "S"}
 
 
@@ -144,14 +145,14 @@ def _conlleval_spans(parsed: list[tuple[str, str]]) -> list[Span]:
 
 
 def _chunk_ends(prev: str, tag: str, prev_type: str, type_: str) -> bool:
-    """conlleval's endOfChunk: did a chunk end on the previous tag?"""
+    """conlleval's endOfChunk (with seqeval's S): did a chunk end on the previous tag?"""
     if prev == "O":
         return False
     return prev in "ES" or (prev in "BI" and tag in "BSO") or prev_type != type_
 
 
 def _chunk_starts(prev: str, tag: str, prev_type: str, type_: str) -> bool:
-    """conlleval's startOfChunk: does a chunk start on this tag?"""
+    """conlleval's startOfChunk (with seqeval's S): does a chunk start on this tag?"""
     if tag == "O":
         return False
     return tag in "BS" or (prev in "ESO" and tag in "EI") or prev_type != type_
