@@ -66,7 +66,8 @@ def tagging_report(
     scheme = scheme or infer_scheme(names)
     if scheme is None and mode != "default":
         raise TaggingReportError(
-            f"strict entity scores need entity tags (O, B-X, I-X, ...); this run's tags are e.g. {names[:3]}"
+            "strict entity scores need entity tags (O, B-X, I-X, ...); this run's tags are not, "
+            f"e.g. {', '.join(map(repr, names[:3]))}"
         )
     predicted = predict_batched(model, encoded).argmax(axis=-1)
     true_rows, pred_rows = word_rows(encoded, predicted, names)
