@@ -201,10 +201,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _texts(args: argparse.Namespace, verb: str) -> list[str]:
-    """The texts on the command line, then the lines of --data."""
+def _texts(args: argparse.Namespace, verb: str, run: str | None = None) -> list[str]:
+    """The texts on the command line, then those of --data: the lines of a text file, or the
+    text column of a .csv/.tsv/.jsonl file as `run` read its training data."""
+    from .train.run import table_texts
+
     texts = list(args.texts)
-    if args.data:
+    table = table_texts(run, args.data) if run and args.data else None
+    if table is not None:
+        texts += table
+    elif args.data:
         texts += [line for line in Path(args.data).read_text(encoding="utf-8").splitlines() if line.strip()]
     if not texts:
         raise InputError(f"give a text to {verb}, or --data FILE with one text per line")
@@ -214,7 +220,7 @@ def _texts(args: argparse.Namespace, verb: str) -> list[str]:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .train.run import predict_texts
 
-    texts = _texts(args, "classify")
+    texts = _texts(args, "classify", run=args.run)
     for row in predict_texts(args.run, texts, args.backend):
         if args.json:
             print(json.dumps(row))

@@ -72,6 +72,11 @@ class ReaderRequest:
     token_column: int | None = None
 
 
+def suffix_format(path: str | Path) -> str | None:
+    """The format a file's name claims ('data.tsv.gz' -> 'tsv'), None for an unknown suffix."""
+    return SUFFIX_FORMAT.get(format_of(path))
+
+
 def parse_tag_column(value: str) -> str | int:
     """A `--tag-column` value: a CoNLL-U field name (any case) or an integer column index."""
     text = value.strip()
@@ -103,7 +108,10 @@ def choose_reader(path: str | Path, task: str, request: ReaderRequest = ReaderRe
             "if the file is not what it looks like",
             path,
         )
-    return _settings(Path(path), fmt, request)
+    settings = _settings(Path(path), fmt, request)
+    if request.data_format is not None:
+        settings["forced"] = True  # so that a run's other files are read as this layout too
+    return settings
 
 
 def _detect(path: Path, task: str, request: ReaderRequest) -> tuple[str, str]:
@@ -114,8 +122,7 @@ def _detect(path: Path, task: str, request: ReaderRequest) -> tuple[str, str]:
         return request.data_format, f"--data-format {request.data_format}"
     if path.is_dir():
         return "folders", "it is a folder (one subfolder per label)"
-    suffix = format_of(path)
-    claimed = SUFFIX_FORMAT.get(suffix)
+    suffix, claimed = format_of(path), suffix_format(path)
     if task == "tagging" and claimed in (None, "conllu", "conll", "tsv"):
         return _sniff_columns(path, claimed, request), "its lines"  # word<TAB>tag files are .tsv too
     if claimed is not None:
@@ -256,6 +263,7 @@ def request_from(settings: Mapping[str, Any], **overrides: Any) -> ReaderRequest
     """The choices behind recorded settings, to read another file the same way (the layout of
     the new file is detected again: a run trained on CSV can be scored on JSON lines)."""
     request = ReaderRequest(
+        data_format=settings["format"] if settings.get("forced") else None,
         text_column=settings.get("text_column", "text"),
         label_column=settings.get("label_column", "label"),
         tag_column=settings.get("tag_field", settings.get("tag_column")),

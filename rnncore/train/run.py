@@ -29,7 +29,7 @@ import numpy as np
 from .. import bundle
 from ..api import build, set_weights, spec_of
 from ..data import DataError, LabelVocab, SequenceDataset, TaggedDataset, TextDataset, load_bundled, split
-from ..data.formats import ReaderRequest, choose_reader, describe, read_with, request_from
+from ..data.formats import ReaderRequest, choose_reader, describe, read_with, request_from, suffix_format
 from ..data.summary import render, summarize
 from ..jsonfile import read_json
 from ..registry import ALIASES, get_backend
@@ -562,6 +562,22 @@ def _check_usable(folder: str | Path, encoder: Encoder) -> None:
         )
     if not encoder.labels.labels:
         raise RunError(f"{folder} has no labels.json; save the bundle with its label names")
+
+
+def table_texts(run: str | Path, path: str | Path) -> list[str] | None:
+    """The texts of a .csv/.tsv/.jsonl file to classify, from the run's own text column; None
+    for any other file (read as one text per line). A table's header and label column are
+    not texts: read line by line they would be classified too."""
+    fmt = suffix_format(path)
+    if fmt not in ("csv", "tsv", "jsonl"):
+        return None
+    info = _run_info(Path(run))
+    recorded = info.get("reader") or {}
+    column = recorded.get("text_column", info.get("columns", ("text",))[0])
+    # Predicting needs no labels: naming the text column as both reads every row's text and
+    # checks it, whether or not the file has a label column.
+    settings = {"format": fmt, "text_column": column, "label_column": column}
+    return list(read_with(path, settings).texts)
 
 
 def predict_texts(run: str | Path, texts: list[str], backend: str | None = None) -> list[dict[str, Any]]:
