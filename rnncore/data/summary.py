@@ -177,11 +177,12 @@ def render(summary: Mapping[str, Any]) -> str:
     """The block printed before training."""
     where = f"{summary['source']}, " if summary.get("source") else ""
     lines = [f"data: {where}read as {summary['reader']}"]
-    width = max(len(name) for name in summary["splits"])
-    for name, counts in summary["splits"].items():
-        lines.append(
-            f"  {name:<{width}}  " + ", ".join(f"{value:>7,} {key}" for key, value in counts.items())
-        )
+    splits = summary["splits"]
+    width = max(len(name) for name in splits)
+    digits = max(len(f"{value:,}") for counts in splits.values() for value in counts.values())
+    for name, counts in splits.items():
+        numbers = ", ".join(f"{value:>{digits},} {key}" for key, value in counts.items())
+        lines.append(f"  {name:<{width}}  {numbers}")
     labels = summary["labels"]
     top = ", ".join(f"{_short(row['label'])} {row['share']:.1%}" for row in labels["top"])
     lines.append(f"  labels: {labels['count']} distinct; most frequent (share of {summary['unit']}): {top}")
