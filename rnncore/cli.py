@@ -259,7 +259,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from .explain import explain_texts, render_html, render_terminal
 
-    texts = _texts(args, "explain")
+    texts = _texts(args, "explain", run=args.model)
     rows = explain_texts(args.model, texts, backend=args.backend, method=args.method, steps=args.steps)
     try:
         from rich.console import Console

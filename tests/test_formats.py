@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import rnncore
@@ -100,6 +101,13 @@ def test_plain_columns_stay_conll_with_the_last_column_as_tag(tmp_path):
     assert read_with(conll2003, choose_reader(conll2003, "tagging")).tags == [["B-ORG", "O"]]
 
 
+def test_a_hash_token_is_not_taken_for_a_comment(tmp_path):
+    spaced = _write(tmp_path / "spaced.txt", "# NN O\nprice NN O\n")
+    tabbed = _write(tmp_path / "tabbed.txt", "#\tNN\nprice\tNN\n")
+    for path in (spaced, tabbed):
+        assert read_with(path, choose_reader(path, "tagging")).sentences == [["#", "price"]]
+
+
 def test_ten_columns_without_token_ids_are_not_conllu(tmp_path):
     """The bundled Japanese NER file has 10 tab fields per line; its first column is the token."""
     ner = load_bundled("ner_iob2")
@@ -120,6 +128,8 @@ def test_ten_columns_without_token_ids_are_not_conllu(tmp_path):
          r"named \.conllu but not CoNLL-U: saw token lines with 4 tab-separated field.*--data-format conll"),
         ("c.conll", "# sent_id = 1\nDogs\tNOUN\nbark\tVERB\n", "tagging", ReaderRequest(),
          r"comment lines \('# sent_id = 1'\).*would read them as tokens"),
+        ("s.txt", "# text = Dogs bark\nDogs NOUN\nbark VERB\n", "tagging", ReaderRequest(),
+         r"comment lines \('# text = Dogs bark'\)"),
         ("t.csv", "text,label\nhi,x\n", "tagging", ReaderRequest(),
          r"suffix \.csv says csv, which text-classification reads; tagging reads conllu, conll: pass --task "
          r"text-classification"),
@@ -280,6 +290,13 @@ def test_sequence_data_is_summarized_by_steps(digits_npz):
     summary = _summary(digits_npz(50), "sequence-classification")
     assert summary["splits"]["train"] == {"examples": 50, "steps": 400}
     assert summary["labels"]["count"] == 10 and summary["warnings"] == []
+
+
+def test_class_ids_that_are_not_whole_numbers_are_warned_of(tmp_path):
+    path = tmp_path / "walks.npz"
+    np.savez(path, x=np.zeros((6, 4, 2)), y=np.array([0.0, 1.0, 0.25, 1.0, 0.75, 0.0]))
+    (warning,) = _summary(path, "sequence-classification")["warnings"]
+    assert warning.startswith("y holds values that are not whole numbers (e.g. 0.25, 0.75)")
 
 
 # -- the command line --------------------------------------------------------------------

@@ -198,7 +198,8 @@ def _sniff_columns(path: Path, claimed: str | None, request: ReaderRequest) -> s
             "pass --token-column N (and --tag-column M) to read chosen columns, or --data-format conllu",
             path,
         )
-    comment = next((line for line in tokens if line.startswith("# ") and "\t" not in line), None)
+    tabbed = any("\t" in line for line in tokens)
+    comment = next((line for line in tokens if _is_comment(line, tabbed)), None)
     if comment is not None:
         raise DataError(
             f"has comment lines ({comment[:40]!r}) as CoNLL-U does, but not CoNLL-U's layout: saw {seen}; "
@@ -207,6 +208,14 @@ def _sniff_columns(path: Path, claimed: str | None, request: ReaderRequest) -> s
             path,
         )
     return "conll"
+
+
+def _is_comment(line: str, tabbed: bool) -> bool:
+    """A CoNLL-U style comment ('# sent_id = 1', '# text = ...'), not a '#' token: in a tab file
+    a token line has a tab, and a whitespace file's '# NN O' is a token with its columns."""
+    if not line.startswith("#"):
+        return False
+    return bool(re.match(r"#\s*[\w.-]+\s*=", line)) or (tabbed and "\t" not in line)
 
 
 def _settings(path: Path, fmt: str, request: ReaderRequest) -> dict[str, Any]:

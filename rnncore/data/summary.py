@@ -9,7 +9,8 @@ model has learnt nothing. These checks look for the signs of that, each cheap an
   ``O`` is a real class in IOB tagging, so its share is only stated;
 - the tokens (or texts) are mostly numbers, as an ID column is;
 - labels look like text (spaces, or longer than a class name would be);
-- the label set is far larger than the data can teach (fewer than 5 examples per label).
+- the label set is far larger than the data can teach (fewer than 5 examples per label);
+- class ids of sequences that are not whole numbers (a regression target read as classes).
 
 `summarize` returns a JSON-able dict (kept in run.json); `render` turns it into the block
 printed before training.
@@ -63,6 +64,7 @@ def summarize(task: str, parts: Mapping[str, Any], reader: str, source: str | No
            for label, count in labels.most_common(TOP_LABELS)]  # fmt: skip
     warnings, notes = check_labels(labels, unit, tagging)
     warnings += check_units(units, "tokens" if tagging else "texts", tagging)
+    warnings += check_targets([part for part in parts.values() if isinstance(part, SequenceDataset)])
     train = parts.get("train", next(iter(parts.values())))
     return {
         "source": source,
@@ -170,6 +172,18 @@ def check_units(units: list[str], unit: str, tagging: bool) -> list[str]:
     return [
         f"{share:.0%} of {unit} are numbers (e.g. {shown}): is that a numbering (ID) column? (choose "
         f"the column with {flag})"
+    ]
+
+
+def check_targets(parts: list[SequenceDataset]) -> list[str]:
+    """A warning when class ids are not whole numbers: a run reads y as int(y), so 0.7 is class 0."""
+    fractional = [float(y) for part in parts for y in part.y[part.y != np.round(part.y)][:3]]
+    if not fractional:
+        return []
+    shown = ", ".join(f"{y:g}" for y in fractional[:3])
+    return [
+        f"y holds values that are not whole numbers (e.g. {shown}): sequence-classification reads y as "
+        "class ids and would cut them to integers. Save class ids as integers (is y a regression target?)"
     ]
 
 
