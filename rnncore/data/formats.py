@@ -127,7 +127,7 @@ def _detect(path: Path, task: str, request: ReaderRequest) -> tuple[str, str]:
         return _sniff_columns(path, claimed, request), "its lines"  # word<TAB>tag files are .tsv too
     if claimed is not None:
         return claimed, f"its suffix {suffix} says {claimed}"
-    if _looks_like_conllu(path):
+    if _conllu_evidence(_sample(path))[0]:
         return "conllu", "it holds CoNLL-U (10 tab-separated fields, token IDs 1, 2, 3 ...)"
     raise DataError(
         f"cannot tell the layout from the suffix {suffix or '(none)'!r}; {_SUFFIX_HINT[task]}, "
@@ -136,16 +136,10 @@ def _detect(path: Path, task: str, request: ReaderRequest) -> tuple[str, str]:
     )
 
 
-def _looks_like_conllu(path: Path) -> bool:
-    try:
-        return _conllu_evidence(_sample(path))[0]
-    except (DataError, UnicodeDecodeError):
-        return False
-
-
 def _sample(path: Path) -> list[str]:
-    lines = split_lines(read_text(path))
-    return lines[:_SNIFF_LINES]
+    """The first lines (an empty or undecodable file is refused here, by `read_text`)."""
+    head = read_text(path).split("\n", _SNIFF_LINES)[:_SNIFF_LINES]
+    return split_lines("\n".join(head))
 
 
 def _conllu_evidence(lines: list[str]) -> tuple[bool, str]:
