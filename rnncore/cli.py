@@ -20,6 +20,7 @@ from typing import Any
 
 from . import __version__
 from .batch import InputError
+from .entities import SCHEMES
 from .memory import keep_freed_memory
 from .registry import EXPORT_FORMATS, BackendError, canonical_name
 from .spec import ModelSpec, SpecError, json_schema
@@ -192,12 +193,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     columns = None
     if args.text_column or args.label_column:
         columns = (args.text_column or "text", args.label_column or "label")
-    scores = evaluate_run(args.run, args.data, args.split, args.backend, columns, args.tag_column)
+    mode = "strict" if args.strict else "default"
+    scores = evaluate_run(
+        args.run, args.data, args.split, args.backend, columns, args.tag_column, scheme=args.scheme, mode=mode
+    )
     if args.json:
         print(json.dumps(scores))
-    else:
-        for key, value in scores.items():
+        return EXIT_OK
+    for key, value in scores.items():
+        if key != "tagging":
             print(f"{key:>12}  {value:.4f}")
+    if "tagging" in scores:
+        from .train.tagging import format_tagging_report
+
+        print("\n".join(["", *format_tagging_report(scores["tagging"])]))
     return EXIT_OK
 
 
@@ -449,6 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tag-column", type=_tag_column,
                           help="tagging: CoNLL-U field or CoNLL column (default: the run's)")  # fmt: skip
     evaluate.add_argument("--json", action="store_true", help="print one JSON object of metrics")
+    evaluate.add_argument("--scheme", choices=SCHEMES, help="tagging: entity scheme (default: from the tags)")
+    evaluate.add_argument(
+        "--strict", action="store_true", help="tagging: seqeval's strict entities, not conlleval's"
+    )
     evaluate.set_defaults(handler=cmd_evaluate)
 
     predict = commands.add_parser("predict", help="classify texts with a trained run")

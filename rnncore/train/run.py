@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import bundle
 from ..api import build, set_weights, spec_of
+from ..baselines import most_frequent_tag
 from ..data import DataError, LabelVocab, SequenceDataset, TaggedDataset, TextDataset, load_bundled, split
 from ..data.formats import ReaderRequest, choose_reader, describe, read_with, request_from, suffix_format
 from ..data.summary import render, summarize
@@ -515,6 +516,8 @@ def evaluate_run(
     backend: str | None = None,
     columns: tuple[str, str] | None = None,
     tag_column: str | int | None = None,
+    scheme: str | None = None,
+    mode: str = "default",
 ) -> dict[str, Any]:
     """Metrics of a run's model on `data` (default: the held-out split of its training data).
 
@@ -522,21 +525,69 @@ def evaluate_run(
     field or token column, with the layout of another file detected again. `columns` (text
     and label columns of a table file) and `tag_column` override those choices; a bundle that
     is not a training run reads text/label and, for tagging, UPOS or the last column.
+
+    A tagging run adds "tagging": the report of `rnncore.train.tagging.tagging_report`,
+    entities read in `scheme` (default: inferred from the tags) and `mode`, beside the
+    most-frequent-tag baseline of the run's training split.
     """
     model, encoder, info = load_run(run, backend)
+    if info["task"] != "tagging" and (scheme is not None or mode != "default"):
+        raise RunError(f"{run} is a {info['task']} run; entity schemes and modes apply to tagging runs")
     source = data or info["data"]
     if source is None:
         raise RunError(f"{run} is a model bundle, not a training run: say which data to score with --data")
     _check_usable(run, encoder)
     settings = _evaluation_reader(source, info, columns, tag_column)
     dataset = read_dataset(source, info["task"], settings=settings)
+    whole = dataset
     if data is None or data == info["data"]:
         dataset = split_dataset(dataset, int(info["train"]["seed"]))[split_name]
     try:
         encoded = encoder.encode(dataset, f"{source}")
     except DataError as err:
         raise RunError(str(err)) from None
-    return evaluate(model, encoded, label_names=encoder.labels.labels)
+    scores: dict[str, Any] = evaluate(model, encoded, label_names=encoder.labels.labels)
+    if info["task"] == "tagging":
+        as_trained = source == info["data"] and columns is None and tag_column is None
+        read = whole if as_trained else None  # else the training data is read as the run read it
+        scores["tagging"] = _tagging_report(model, encoder, encoded, dataset, info, read, scheme, mode)
+    return scores
+
+
+def _tagging_report(
+    model: Any,
+    encoder: Encoder,
+    encoded: Encoded,
+    dataset: Any,
+    info: dict[str, Any],
+    training_data: Any,
+    scheme: str | None,
+    mode: str,
+) -> dict[str, Any]:
+    """The model's tagging report beside the most-frequent-tag baseline of its training split."""
+    from .tagging import tagging_report
+
+    train, missing = _training_split(info, training_data)
+    baseline = None if train is None else most_frequent_tag(train.sentences, train.tags)
+    names = encoder.labels.labels
+    report = tagging_report(model, encoded, dataset.sentences, names, baseline, scheme, mode)
+    if missing:
+        report["baseline_missing"] = missing
+    return report
+
+
+def _training_split(info: dict[str, Any], data: Any = None) -> tuple[Any, str | None]:
+    """(the run's training split, None), or (None, why there is none); `data`: the run's
+    data when already read."""
+    if info["data"] is None:
+        return None, "a plain bundle has no training split to fit the baseline on"
+    if data is None:
+        try:
+            settings = _evaluation_reader(info["data"], info, None, None)
+            data = read_dataset(info["data"], info["task"], settings=settings)
+        except (RunError, DataError) as err:
+            return None, f"the run's training data cannot be read ({err})"
+    return split_dataset(data, int(info["train"]["seed"]))["train"], None
 
 
 def _evaluation_reader(
