@@ -20,6 +20,7 @@ from typing import Any
 
 from . import __version__
 from .batch import InputError
+from .device import Device, DeviceError, describe, device_for, parse_device
 from .entities import SCHEMES
 from .memory import keep_freed_memory
 from .registry import EXPORT_FORMATS, BackendError, canonical_name
@@ -49,22 +50,47 @@ def _backends(value: str) -> tuple[str, ...]:
     return names
 
 
+def _device(value: str) -> Device:
+    try:
+        return parse_device(value)
+    except DeviceError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _add_device_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--device", type=_device, default=Device("auto"),
+                         help="auto (a GPU when the framework sees one, else the CPU), cpu, cuda or "
+                         "cuda:N (default auto)")  # fmt: skip
+
+
+def _placed(backend: str, requested: Device) -> tuple[Device, str]:
+    """(the device `backend` runs on for `requested`, how to say so); cuda without a GPU raises."""
+    from .registry import get_backend
+
+    module = get_backend(backend)
+    placed = device_for(module, requested)
+    assert placed is not None
+    return placed, describe(requested, placed, module.FRAMEWORK)
+
+
 def cmd_parity(args: argparse.Namespace) -> int:
     from .parity import format_report, parity_report
 
     spec = _load_spec(args.spec, args.dtype)
     source = args.spec or f"bundled {DEFAULT_SPEC}"
+    devices = ", ".join(f"{name} {_placed(name, args.device)[1]}" for name in args.backends)
     print(
         f"rnncore parity: {source} ({spec.encoder.cell}, {spec.encoder.num_layers} layer(s), "
         f"{'bi' if spec.encoder.bidirectional else 'uni'}directional, "
         f"pooling {spec.pooling}, {spec.dtype})"
     )
     print(
-        f"batch {args.batch}, max length {args.max_len}, seed {args.seed}, "
-        f"backends {', '.join(args.backends)}"
+        f"batch {args.batch}, max length {args.max_len}, seed {args.seed}, devices: {devices}"
+        f"{', TF32 allowed' if args.tf32 else ''}"
     )
     start = time.perf_counter()
-    checks = parity_report(spec, args.backends, batch=args.batch, max_len=args.max_len, seed=args.seed)
+    checks = parity_report(spec, args.backends, batch=args.batch, max_len=args.max_len, seed=args.seed,
+                           device=str(args.device), tf32=args.tf32)  # fmt: skip
     print(format_report(checks))
     ok = all(c.diff.ok for c in checks)
     print(f"{'all checks within tolerance' if ok else 'PARITY FAILED'} ({time.perf_counter() - start:.1f} s)")
@@ -94,21 +120,31 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import distributed
-    from .train.run import BUNDLED_PREFIX, DEFAULT_DATA, train_run
+    from .train.run import BUNDLED_PREFIX, DEFAULT_DATA, RunError, train_run
 
     backend = canonical_name(args.backend)
+    if args.precision != "float32":
+        raise RunError(
+            f"--precision {args.precision}: mixed-precision training (autocast) is not available yet; "
+            "train in the spec's dtype (float32 or float64) without --precision"
+        )
     role = _training_role(args, backend)
     data = args.data or BUNDLED_PREFIX + DEFAULT_DATA[args.task]
     spec = ModelSpec.from_file(args.spec) if args.spec else None
     config = _train_config(args)
     if role == "launch":
+        distributed.worker_device(str(args.device))  # refused here once, not in every process
         return _launch_training(args, backend, data, config)
     # a worker joins its run first: TensorFlow's strategy must exist before any TensorFlow op
     launched = bool(os.environ.get(distributed.WORKER_ENV))  # by a launcher: die with it
-    worker = distributed.start_worker(backend, args.dist_timeout, launched) if role == "worker" else None
-    if worker is None:
+    worker = None
+    device: Device = args.device
+    if role == "worker":
+        worker = distributed.start_worker(backend, args.dist_timeout, launched, str(args.device))
+    else:
+        device, said = _placed(backend, args.device)
         print(
-            f"rnncore train: {args.task} on {data}, backend {args.backend}, "
+            f"rnncore train: {args.task} on {data}, backend {args.backend}, device {said}, "
             f"{config.epochs} epoch(s) -> {args.out}"
         )
     with distributed.joined(worker):
@@ -116,7 +152,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             task=args.task, data=data, out=args.out, backend=args.backend, spec=spec, config=config,
             valid=args.valid, columns=(args.text_column, args.label_column), overwrite=args.overwrite,
             resume=args.resume, progress=not args.quiet, distributed=worker, reader=_reader_request(args),
-            report=lambda block: print(block, flush=True),
+            report=lambda block: print(block, flush=True), device=device,
         )  # fmt: skip
     if worker is None or worker.rank == 0:
         print("held-out test split: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
@@ -195,8 +231,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         columns = (args.text_column or "text", args.label_column or "label")
     mode = "strict" if args.strict else "default"
     scores = evaluate_run(
-        args.run, args.data, args.split, args.backend, columns, args.tag_column, scheme=args.scheme, mode=mode
-    )
+        args.run, args.data, args.split, args.backend, columns, args.tag_column,
+        scheme=args.scheme, mode=mode, device=str(args.device),
+    )  # fmt: skip
     if args.json:
         print(json.dumps(scores))
         return EXIT_OK
@@ -230,7 +267,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .train.run import predict_texts
 
     texts = _texts(args, "classify", run=args.run)
-    for row in predict_texts(args.run, texts, args.backend):
+    for row in predict_texts(args.run, texts, args.backend, str(args.device)):
         if args.json:
             print(json.dumps(row))
         else:
@@ -269,7 +306,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from .explain import explain_texts, render_html, render_terminal
 
     texts = _texts(args, "explain", run=args.model)
-    rows = explain_texts(args.model, texts, backend=args.backend, method=args.method, steps=args.steps)
+    rows = explain_texts(args.model, texts, backend=args.backend, method=args.method, steps=args.steps,
+                         device=str(args.device))  # fmt: skip
     try:
         from rich.console import Console
         from rich.markup import escape
@@ -414,6 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=("torch", "tensorflow"),
         help="comma-separated backends to compare (default torch,tensorflow)",
     )
+    _add_device_option(parity)
+    parity.add_argument("--tf32", action="store_true",
+                        help="allow TensorFloat-32 on GPUs (off by default: it is outside float32's "
+                        "tolerances)")  # fmt: skip
     parity.set_defaults(handler=cmd_parity)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of spec files")
@@ -442,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_train_options(train)
+    _add_device_option(train)
+    train.add_argument("--precision", choices=["float32", "bf16", "fp16"], default="float32",
+                       help="float32 (default); bf16/fp16 mixed precision is not available yet")  # fmt: skip
     _add_parallel_options(train)
     train.set_defaults(handler=cmd_train)
 
@@ -462,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--strict", action="store_true", help="tagging: seqeval's strict entities, not conlleval's"
     )
+    _add_device_option(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
 
     predict = commands.add_parser("predict", help="classify texts with a trained run")
@@ -472,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=backend_choices, help="framework (default: the one it trained on)"
     )
     predict.add_argument("--json", action="store_true", help="one JSON object per text")
+    _add_device_option(predict)
     predict.set_defaults(handler=cmd_predict)
 
     port = commands.add_parser(
@@ -529,6 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=backend_choices, help="framework (default: the one that trained it)"
     )
     explain.add_argument("--html", help="also write a self-contained HTML page here")
+    _add_device_option(explain)
     explain.set_defaults(handler=cmd_explain)
 
     # listed for --help only: main() hands everything after `bench` to the harness before

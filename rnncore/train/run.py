@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import bundle
-from ..api import build, set_weights, spec_of
+from ..api import build, device_of, set_weights, spec_of
 from ..baselines import most_frequent_tag
 from ..data import DataError, LabelVocab, SequenceDataset, TaggedDataset, TextDataset, load_bundled, split
 from ..data.formats import ReaderRequest, choose_reader, describe, read_with, request_from, suffix_format
 from ..data.summary import render, summarize
+from ..device import Device, device_for
 from ..jsonfile import read_json
 from ..registry import ALIASES, get_backend
 from ..spec import ModelSpec
@@ -303,6 +304,7 @@ def train_run(
     distributed: Worker | None = None,
     reader: ReaderRequest | None = None,
     report: Callable[[str], None] | None = None,
+    device: str | Device = "auto",
 ) -> dict[str, Any]:
     """Train on `data`, write the run folder `out`, return the test (or validation) metrics.
 
@@ -310,6 +312,9 @@ def train_run(
     user's own choices (columns, tag field, format), default: `columns` for table files. What
     was read is summed up (`rnncore.data.summary`) in run.json and, before training, handed
     to `report` (the CLI prints it).
+
+    `device` is auto (a GPU when the backend sees one), cpu, cuda or cuda:N; the device used is
+    recorded in run.json. Checkpoints hold CPU arrays, so a run resumes on any device.
 
     With `distributed` (this process's place in a multi-process run, from
     `rnncore.train.distributed.start_worker`) every process reads the data and trains on its
@@ -340,8 +345,9 @@ def train_run(
     spec = spec or default_spec(task, encoder, dataset)
     if encoder.tokenizer is not None:
         _check_vocab(encoder, spec)
+    placed = _placement(backend, device, distributed)
     with contextlib.nullcontext() if distributed is None else distributed.scope():
-        model = build(spec, backend=backend, seed=config.seed)  # TensorFlow: mirrored variables
+        model = build(spec, backend=backend, seed=config.seed, device=placed)  # TensorFlow: mirrored
     make_trainer = get_backend(backend).make_trainer if distributed is None else distributed.make_trainer
     start_epoch, history, trainer, best_weights = 0, History(), None, None
     if resume:
@@ -355,7 +361,7 @@ def train_run(
         processes = 1 if distributed is None else distributed.world_size
         run_info = {"format": RUN_FORMAT, "task": task, "data": data, "valid": valid, "backend": backend,
                     "columns": list(columns), "reader": settings, "train": config.to_dict(),
-                    "processes": processes, "data_summary": summary}  # fmt: skip
+                    "processes": processes, "data_summary": summary, "device": device_of(model)}  # fmt: skip
         (run / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
 
     def on_epoch_end(epoch: int, hist: History, tr: Any) -> None:
@@ -371,6 +377,14 @@ def train_run(
     (run / "history.json").write_text(json.dumps(history.to_dict(), indent=2) + "\n", encoding="utf-8")
     _plot_history(history, run / "history.png")
     return evaluate(model, encoded["test"], label_names=encoder.labels.labels)
+
+
+def _placement(backend: str, device: str | Device, distributed: Worker | None) -> Device | None:
+    """The device to build on: `device` resolved, or, in a distributed run, the worker's own
+    choice (None: each process takes the GPU of its local rank, or the CPU)."""
+    if distributed is not None:
+        return None
+    return device_for(get_backend(backend), device)
 
 
 def check_run_folder(run: Path, overwrite: bool, resume: bool) -> None:
@@ -493,11 +507,14 @@ def _check_run_info(info: Any, where: Path) -> None:
         raise RunError(f"{where}: max_len must be an integer >= 1 and seed an integer")
 
 
-def load_run(run: str | Path, backend: str | None = None) -> tuple[Any, Encoder, dict[str, Any]]:
-    """The model of a run folder or any bundle on `backend` (default: the one that wrote it)."""
+def load_run(
+    run: str | Path, backend: str | None = None, device: str | None = None
+) -> tuple[Any, Encoder, dict[str, Any]]:
+    """The model of a run folder or any bundle on `backend` (default: the one that wrote it),
+    on `device` (see `rnncore.build`; a run trained on a GPU loads on a CPU and back)."""
     run = Path(run)
     info = _run_info(run)
-    model = bundle.load(run, backend=backend or info["backend"])
+    model = bundle.load(run, backend=backend or info["backend"], device=device)
     tokenizer = None
     tokenizer_folder = bundle.tokenizer_folder(run)  # refuses links out of the bundle
     if tokenizer_folder is not None:
@@ -518,6 +535,7 @@ def evaluate_run(
     tag_column: str | int | None = None,
     scheme: str | None = None,
     mode: str = "default",
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of a run's model on `data` (default: the held-out split of its training data).
 
@@ -530,7 +548,7 @@ def evaluate_run(
     entities read in `scheme` (default: inferred from the tags) and `mode`, beside the
     most-frequent-tag baseline of the run's training split.
     """
-    model, encoder, info = load_run(run, backend)
+    model, encoder, info = load_run(run, backend, device)
     if info["task"] != "tagging" and (scheme is not None or mode != "default"):
         raise RunError(f"{run} is a {info['task']} run; entity schemes and modes apply to tagging runs")
     source = data or info["data"]
@@ -631,10 +649,12 @@ def table_texts(run: str | Path, path: str | Path) -> list[str] | None:
     return list(read_with(path, settings).texts)
 
 
-def predict_texts(run: str | Path, texts: list[str], backend: str | None = None) -> list[dict[str, Any]]:
+def predict_texts(
+    run: str | Path, texts: list[str], backend: str | None = None, device: str | None = None
+) -> list[dict[str, Any]]:
     from ..api import predict
 
-    model, encoder, info = load_run(run, backend)
+    model, encoder, info = load_run(run, backend, device)
     _check_usable(run, encoder)
     if info["task"] != "text-classification":
         raise RunError(f"{run} is a {info['task']} run; `predict` with texts needs a text-classification run")
