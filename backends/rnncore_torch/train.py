@@ -20,7 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from rnncore.train.config import TrainConfig, dropout_seed
-from rnncore.train.losses import IGNORE_INDEX, check_training_batch, loss_name
+from rnncore.train.losses import CRF_LOSS, IGNORE_INDEX, check_training_batch, loss_name
 from rnncore.weights import Weights
 
 from .convert import parameter_map
@@ -52,6 +52,10 @@ def compute_loss(
         return F.binary_cross_entropy_with_logits(outputs, targets)
     if name == "mean_squared_error":
         return F.mse_loss(outputs, targets)
+    if name == CRF_LOSS:
+        assert model.crf is not None
+        lengths = lengths.to(targets.device)
+        return -model.crf.log_likelihood(outputs, targets, lengths).sum() / lengths.sum()
     steps = targets.shape[1]
     positions = torch.arange(steps, device=targets.device)
     valid = (positions[None, :] < lengths.to(targets.device)[:, None]) & (targets != IGNORE_INDEX)

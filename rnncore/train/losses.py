@@ -7,13 +7,18 @@ All losses take logits and average over what counts: examples, label entries, or
 - multilabel: sigmoid binary cross-entropy, labels 0/1 float (B, K), mean over B*K;
 - regression: mean squared error, targets float (B, K);
 - tagging: softmax cross-entropy over valid steps, labels int (B, T); steps past a row's
-  length or labelled IGNORE_INDEX (-100) do not count.
+  length or labelled IGNORE_INDEX (-100) do not count;
+- tagging with a CRF head: the negative log-likelihood of each row's tag path (`rnncore.crf`),
+  summed over rows and divided by the number of valid steps, so that its scale (and a good
+  learning rate) stays that of the per-token loss. Every valid step needs a label: a CRF scores
+  whole paths, so IGNORE_INDEX is refused there.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .. import crf
 from ..batch import InputError, outside_range, prepare_batch, step_mask
 from ..spec import ModelSpec
 
@@ -24,12 +29,13 @@ LOSSES = {
     "regression": "mean_squared_error",
     "tagging": "masked_cross_entropy",
 }
+CRF_LOSS = "crf_negative_log_likelihood"
 
 
 def loss_name(spec: ModelSpec) -> str:
     if spec.head is None:
         raise ValueError("a spec without a head has no loss; add a head to train it")
-    return LOSSES[spec.head.task]
+    return CRF_LOSS if spec.head.crf else LOSSES[spec.head.task]
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -37,9 +43,23 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def reference_loss(spec: ModelSpec, logits: np.ndarray, targets: np.ndarray, lengths: np.ndarray) -> float:
-    """The loss in plain numpy: the definition the backends' losses are tested against."""
+def reference_loss(
+    spec: ModelSpec,
+    logits: np.ndarray,
+    targets: np.ndarray,
+    lengths: np.ndarray,
+    weights: dict[str, np.ndarray] | None = None,
+) -> float:
+    """The loss in plain numpy: the definition the backends' losses are tested against.
+
+    A CRF head's loss also needs the model's canonical `weights` (its transition scores).
+    """
     name = loss_name(spec)
+    if name == CRF_LOSS:
+        if weights is None:
+            raise ValueError("a CRF's loss needs the model's weights (its transition scores)")
+        ll = crf.log_likelihood(logits, targets, lengths, crf.crf_parameters(weights))
+        return float(-ll.sum() / lengths.sum())
     if name == "cross_entropy":
         return float(-_log_softmax(logits)[np.arange(len(targets)), targets].mean())
     if name == "binary_cross_entropy":
@@ -70,7 +90,9 @@ def check_training_batch(
     expected = _targets_shape(spec, x.shape[0], x.shape[1])
     if y.shape != expected:
         raise InputError(f"targets have shape {y.shape}; this model's loss needs {expected}")
-    if loss_name(spec) in ("cross_entropy", "masked_cross_entropy"):
+    if loss_name(spec) == CRF_LOSS:
+        _check_every_step_labelled(y, lengths_arr)
+    if loss_name(spec) in ("cross_entropy", "masked_cross_entropy", CRF_LOSS):
         if not np.issubdtype(y.dtype, np.integer):
             raise InputError(f"class labels must be integers; got dtype {y.dtype}")
         counted = y
@@ -87,11 +109,23 @@ def check_training_batch(
     return x, lengths_arr, y
 
 
+def _check_every_step_labelled(targets: np.ndarray, lengths: np.ndarray) -> None:
+    if targets.ndim != 2 or not np.issubdtype(targets.dtype, np.integer):
+        return  # the shape and dtype checks that follow name the problem
+    unlabelled = np.argwhere((targets == IGNORE_INDEX) & step_mask(lengths, targets.shape[1]))
+    if len(unlabelled):
+        row, step = (int(i) for i in unlabelled[0])
+        raise InputError(
+            f"row {row} step {step} is labelled {IGNORE_INDEX} (ignore) inside the row's length; a CRF "
+            "scores whole tag paths, so every valid step needs a tag: label it, or train without the CRF"
+        )
+
+
 def _targets_shape(spec: ModelSpec, batch: int, steps: int) -> tuple[int, ...]:
     assert spec.head is not None
     name = loss_name(spec)
     if name == "cross_entropy":
         return (batch,)
-    if name == "masked_cross_entropy":
+    if name in ("masked_cross_entropy", CRF_LOSS):
         return (batch, steps)
     return (batch, spec.head.num_outputs)
