@@ -74,9 +74,8 @@ def _alphas(emissions: np.ndarray, lengths: np.ndarray, crf: CrfParameters) -> n
 
 def _betas(emissions: np.ndarray, lengths: np.ndarray, crf: CrfParameters) -> np.ndarray:
     """Backward scores (B, T, K): log-sum of every path suffix after each tag at step t."""
-    batch, steps, tags = emissions.shape
     beta = np.zeros_like(emissions)
-    for row in range(batch):
+    for row in range(emissions.shape[0]):
         last = int(lengths[row]) - 1
         beta[row, last] = crf.end
         for t in range(last - 1, -1, -1):

@@ -96,6 +96,7 @@ def constrained_scores(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(transitions, start, end) to decode with: the CRF's (zeros for a softmax tagger), with the
     moves `allowed` forbids at -inf."""
+    scores: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     if crf is not None:
         scores = (crf.transitions, crf.start, crf.end)
     else:

@@ -1,0 +1,319 @@
+"""The CRF head: the numpy oracle is right, both backends compute it, and pytorch-crf agrees.
+
+- the oracle's log-likelihood and Viterbi path against brute-force enumeration of every path,
+  its gradients against central differences;
+- torch and Keras log-likelihood and gradients (emissions and the CRF weights) against the
+  oracle and each other, at the "outputs" / "gradients" tolerances of `rnncore.tolerances`;
+- decoded paths identical on the oracle, torch and Keras, with and without IOB constraints,
+  for CRF and softmax taggers;
+- pytorch-crf (`torchcrf.CRF`) as a peer: the same log-likelihood and paths once its
+  parameters hold ours.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rnncore
+from rnncore import crf
+from rnncore.parity import random_batch
+from rnncore.tolerances import assert_close, tolerance
+
+TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+def _problem(batch: int = 7, steps: int = 6, tags: int = 5, seed: int = 0, dtype: str = "float64"):
+    """Random emissions, gold tags, lengths (a full row and a length-1 row), CRF weights, cotangent."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, steps + 1, size=batch)
+    lengths[0], lengths[1] = steps, 1
+    emissions = (rng.standard_normal((batch, steps, tags)) * 2).astype(dtype)
+    gold = rng.integers(0, tags, size=(batch, steps))
+    weights = {
+        "crf.transitions": rng.standard_normal((tags, tags)).astype(dtype),
+        "crf.start": rng.standard_normal(tags).astype(dtype),
+        "crf.end": rng.standard_normal(tags).astype(dtype),
+    }
+    cotangent = rng.standard_normal(batch).astype(dtype)
+    return emissions, gold, lengths.astype(np.int64), weights, cotangent
+
+
+def _every_path(emissions, length, params):
+    """{path: score} of every tag path of one row, scored step by step."""
+    scores = {}
+    for path in itertools.product(range(emissions.shape[-1]), repeat=length):
+        score = params.start[path[0]] + params.end[path[-1]]
+        score += sum(emissions[t, tag] for t, tag in enumerate(path))
+        score += sum(params.transitions[a, b] for a, b in itertools.pairwise(path))
+        scores[path] = score
+    return scores
+
+
+def test_oracle_log_likelihood_and_viterbi_match_enumerating_every_path():
+    emissions, gold, lengths, weights, _ = _problem(batch=5, steps=4, tags=3)
+    params = crf.crf_parameters(weights)
+    ll = crf.log_likelihood(emissions, gold, lengths, params)
+    paths, best = crf.viterbi(emissions, lengths, params)
+    for row, n in enumerate(lengths):
+        scores = _every_path(emissions[row], int(n), params)
+        log_z = np.log(np.sum(np.exp(list(scores.values()))))
+        assert ll[row] == pytest.approx(scores[tuple(gold[row, :n])] - log_z, abs=1e-12)
+        argmax = max(scores, key=scores.__getitem__)
+        assert tuple(paths[row, :n]) == argmax
+        assert best[row] == pytest.approx(scores[argmax], abs=1e-12)
+        assert (paths[row, n:] == crf.PAD_TAG).all()
+
+
+def test_oracle_gradients_match_central_differences():
+    emissions, gold, lengths, weights, cot = _problem(batch=4, steps=5, tags=3, seed=1)
+    grads = crf.log_likelihood_grads(emissions, gold, lengths, crf.crf_parameters(weights), cot)
+
+    def objective(e, w):
+        return float((crf.log_likelihood(e, gold, lengths, crf.crf_parameters(w)) * cot).sum())
+
+    eps = 1e-6
+    tensors = {"emissions": emissions, **weights}
+    for name, value in tensors.items():
+        numeric = np.zeros_like(value)
+        for index in np.ndindex(value.shape):
+            step = np.zeros_like(value)
+            step[index] = eps
+            plus = {**tensors, name: value + step}
+            minus = {**tensors, name: value - step}
+            numeric[index] = (
+                objective(plus.pop("emissions"), plus) - objective(minus.pop("emissions"), minus)
+            ) / (2 * eps)
+        np.testing.assert_allclose(grads[name], numeric, atol=1e-7, err_msg=name)
+    # padded steps take no part
+    for row, n in enumerate(lengths):
+        assert not grads["emissions"][row, n:].any()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_backends_log_likelihood_and_gradients_match_the_oracle_and_each_other(backend, dtype):
+    emissions, gold, lengths, weights, cot = _problem(seed=2, dtype=dtype)
+    params = crf.crf_parameters(weights)
+    expected_ll = crf.log_likelihood(emissions, gold, lengths, params)
+    expected = crf.log_likelihood_grads(emissions, gold, lengths, params, cot)
+    ll, grads = rnncore.get_backend(backend).crf_log_likelihood_and_grads(
+        emissions, gold, lengths, weights, cot
+    )
+    assert ll.dtype == np.dtype(dtype)
+    assert_close(ll, expected_ll, "outputs", dtype)
+    assert set(grads) == set(expected)
+    for name in expected:
+        assert_close(grads[name], expected[name], "gradients", dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_torch_and_keras_log_likelihood_and_gradients_agree(dtype):
+    emissions, gold, lengths, weights, cot = _problem(seed=3, dtype=dtype)
+    ll_t, grads_t = rnncore.get_backend("torch").crf_log_likelihood_and_grads(
+        emissions, gold, lengths, weights, cot
+    )
+    ll_k, grads_k = rnncore.get_backend("tensorflow").crf_log_likelihood_and_grads(
+        emissions, gold, lengths, weights, cot
+    )
+    assert_close(ll_k, ll_t, "outputs", dtype)
+    for name, grad in grads_t.items():
+        assert_close(grads_k[name], grad, "gradients", dtype)
+
+
+def _crf_spec(dtype: str = "float32", crf_head: bool = True, tags: int = len(TAGS)) -> rnncore.ModelSpec:
+    return rnncore.ModelSpec.from_dict(
+        {
+            "input": {"kind": "tokens", "vocab_size": 30, "embedding_dim": 6, "padding_idx": 0},
+            "encoder": {"cell": "lstm", "hidden_size": 5, "bidirectional": True},
+            "pooling": "none",
+            "head": {"num_outputs": tags, "task": "tagging", "crf": crf_head},
+            "dtype": dtype,
+        }
+    )
+
+
+def _near_ties(emissions, lengths, params, dtype) -> int:
+    """Rows whose best and second-best path scores lie within the outputs tolerance (where the
+    two float computations may pick either): enumerated, so keep rows short."""
+    tol = tolerance("outputs", dtype)
+    ties = 0
+    for row, n in enumerate(lengths):
+        scores = sorted(_every_path(emissions[row], int(n), params).values())
+        if len(scores) > 1 and scores[-1] - scores[-2] <= tol.atol + tol.rtol * abs(scores[-1]):
+            ties += 1
+    return ties
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("crf_head", [True, False], ids=["crf", "softmax"])
+@pytest.mark.parametrize("scheme", [None, "IOB2"])
+def test_decoded_paths_are_identical_on_the_oracle_torch_and_keras(dtype, crf_head, scheme):
+    spec = _crf_spec(dtype, crf_head)
+    weights = rnncore.init_weights(spec, seed=5)
+    if crf_head:  # larger transition scores than the initial ones, so that they decide paths
+        weights["crf.transitions"] = np.random.default_rng(6).standard_normal((5, 5)).astype(dtype)
+    x, lengths = random_batch(spec, batch=16, max_len=5, seed=7)
+    allowed = None if scheme is None else crf.allowed_transitions(TAGS, scheme)
+    outputs = rnncore.reference_forward(spec, weights, x, lengths)
+    expected = crf.decode(spec, weights, outputs, lengths, allowed)
+    if crf_head and allowed is None:
+        assert _near_ties(outputs, lengths, crf.crf_parameters(weights), dtype) == 0
+    for backend in ("torch", "tensorflow"):
+        model = rnncore.build(spec, backend=backend, weights=weights)
+        paths = rnncore.get_backend(backend).decode(model, x, lengths, allowed)
+        assert paths.dtype == np.int64
+        np.testing.assert_array_equal(paths, expected, err_msg=backend)
+
+
+def test_constraints_change_an_illegal_path_into_the_best_legal_one():
+    # the emissions alone say O I-PER; IOB2 forbids I-PER after O (and first)
+    emissions = np.log(np.array([[[0.6, 0.1, 0.1, 0.1, 0.1], [0.1, 0.1, 0.6, 0.1, 0.1]]]))
+    spec = _crf_spec(crf_head=False)
+    lengths = np.array([2])
+    assert crf.decode(spec, {}, emissions, lengths).tolist() == [[0, 2]]
+    allowed = crf.allowed_transitions(TAGS, "IOB2")
+    # legal options: O O (0.06), B-PER I-PER (0.06), O B-PER (0.06), ...: ties go to the lowest ids
+    assert crf.decode(spec, {}, emissions, lengths, allowed).tolist() == [[0, 0]]
+
+
+@pytest.mark.parametrize(
+    ("scheme", "tags", "start", "end", "forbidden"),
+    [
+        ("IOB2", ["O", "B-X", "I-X", "I-Y"], ["O", "B-X"], ["O", "B-X", "I-X", "I-Y"],
+         [("O", "I-X"), ("O", "I-Y"), ("B-X", "I-Y"), ("I-X", "I-Y"), ("I-Y", "I-X")]),
+        ("IOB1", ["O", "B-X", "I-X", "I-Y"], ["O", "I-X", "I-Y"], ["O", "B-X", "I-X", "I-Y"],
+         [("O", "B-X"), ("I-Y", "B-X")]),
+        ("IOBES", ["O", "B-X", "I-X", "E-X", "S-X"], ["O", "B-X", "S-X"], ["O", "E-X", "S-X"],
+         [(a, b) for a in ("O", "E-X", "S-X") for b in ("I-X", "E-X")]
+         + [(a, b) for a in ("B-X", "I-X") for b in ("O", "B-X", "S-X")]),
+    ],
+)  # fmt: skip
+def test_allowed_transitions_follow_each_scheme(scheme, tags, start, end, forbidden):
+    allowed = crf.allowed_transitions(tags, scheme)
+    assert [t for t, ok in zip(tags, allowed.start, strict=True) if ok] == start
+    assert [t for t, ok in zip(tags, allowed.end, strict=True) if ok] == end
+    refused = {
+        (a, b) for i, a in enumerate(tags) for j, b in enumerate(tags) if not allowed.transitions[i, j]
+    }
+    assert refused == set(forbidden)
+
+
+def test_tags_outside_the_scheme_are_refused_by_name():
+    with pytest.raises(ValueError, match="'E-X' is not a IOB2 tag"):
+        crf.allowed_transitions(["O", "B-X", "E-X"], "IOB2")
+
+
+def _legal_iob2(tags: list[str]) -> bool:
+    previous = "O"
+    for tag in tags:
+        if tag.startswith("I-") and previous[2:] != tag[2:]:
+            return False
+        previous = tag
+    return True
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    types=st.integers(1, 3),
+    steps=st.integers(1, 8),
+    crf_head=st.booleans(),
+)
+def test_constrained_iob2_decoding_never_yields_an_illegal_sequence(seed, types, steps, crf_head):
+    labels = ["O"] + [f"{p}-T{k}" for k in range(types) for p in "BI"]
+    spec = _crf_spec("float64", crf_head, tags=len(labels))
+    rng = np.random.default_rng(seed)
+    # emissions and transitions that favour I- tags, so that unconstrained paths are often illegal
+    emissions = rng.standard_normal((4, steps, len(labels))) * 3
+    emissions[:, :, 2::2] += 2.0
+    weights = {
+        "crf.transitions": rng.standard_normal((len(labels), len(labels))) * 3,
+        "crf.start": rng.standard_normal(len(labels)),
+        "crf.end": rng.standard_normal(len(labels)),
+    }
+    lengths = rng.integers(1, steps + 1, size=4)
+    paths = crf.decode(spec, weights, emissions, lengths, crf.allowed_transitions(labels, "IOB2"))
+    for row, n in enumerate(lengths):
+        assert _legal_iob2([labels[t] for t in paths[row, :n]])
+
+
+def test_pytorch_crf_gives_the_same_log_likelihood_and_paths():
+    import torch
+    from torchcrf import CRF
+
+    emissions, gold, lengths, weights, _ = _problem(batch=9, steps=7, seed=8)
+    peer = CRF(5, batch_first=True).double()
+    with torch.no_grad():  # its transitions[i, j] score i -> j, as ours
+        peer.transitions.copy_(torch.from_numpy(weights["crf.transitions"]))
+        peer.start_transitions.copy_(torch.from_numpy(weights["crf.start"]))
+        peer.end_transitions.copy_(torch.from_numpy(weights["crf.end"]))
+    mask = torch.from_numpy(np.arange(7)[None, :] < lengths[:, None])
+    e, tags = torch.from_numpy(emissions), torch.from_numpy(gold)
+    theirs = peer(e, tags, mask=mask, reduction="none").detach().numpy()
+    params = crf.crf_parameters(weights)
+    assert_close(crf.log_likelihood(emissions, gold, lengths, params), theirs, "outputs", "float64")
+    ours_torch, _ = rnncore.get_backend("torch").crf_log_likelihood_and_grads(
+        emissions, gold, lengths, weights, np.ones(9)
+    )
+    assert_close(ours_torch, theirs, "outputs", "float64")
+    their_paths = peer.decode(e, mask=mask)
+    paths, _ = crf.viterbi(emissions, lengths, params)
+    assert [paths[row, :n].tolist() for row, n in enumerate(lengths)] == their_paths
+
+
+def test_crf_models_carry_their_weights_on_both_backends():
+    spec = _crf_spec("float64")
+    weights = rnncore.init_weights(spec, seed=9)
+    assert rnncore.canonical_shapes(spec)["crf.transitions"] == (5, 5)
+    for backend in ("torch", "tensorflow"):
+        model = rnncore.build(spec, backend=backend, weights=weights)
+        got = rnncore.get_weights(model)
+        assert set(got) == set(weights)
+        for name in ("crf.transitions", "crf.start", "crf.end"):
+            np.testing.assert_array_equal(got[name], weights[name])
+
+
+def test_training_refuses_unlabelled_steps_under_a_crf():
+    from rnncore.batch import InputError
+    from rnncore.train.losses import IGNORE_INDEX, check_training_batch
+
+    spec = _crf_spec()
+    x, lengths = random_batch(spec, batch=3, max_len=4, seed=0)
+    y = np.zeros_like(x)
+    y[2, 0] = IGNORE_INDEX
+    with pytest.raises(InputError, match=r"row 2 step 0 is labelled -100 \(ignore\)"):
+        check_training_batch(spec, x, lengths, y)
+
+
+def test_a_crf_needs_per_step_tags():
+    with pytest.raises(
+        rnncore.SpecError, match=r"head\.crf: a CRF scores a tag for every step; it needs task 'tagging'"
+    ):
+        rnncore.HeadSpec(num_outputs=3, task="classification", crf=True)
+    with pytest.raises(rnncore.SpecError, match=r"head\.crf: got 'yes'; expected true or false"):
+        rnncore.HeadSpec(num_outputs=3, task="tagging", crf="yes")
+
+
+def test_a_spec_without_a_crf_reads_and_writes_as_before():
+    spec = _crf_spec(crf_head=False)
+    assert "crf" not in spec.to_dict()["head"]
+    assert spec.head is not None and spec.head.crf is False
+    assert "crf." not in " ".join(rnncore.canonical_shapes(spec))
+
+
+def test_a_crf_spec_round_trips_and_fits_the_json_schema():
+    import jsonschema
+
+    spec = _crf_spec()
+    data = spec.to_dict()
+    assert data["head"]["crf"] is True
+    assert rnncore.ModelSpec.from_dict(data) == spec
+    jsonschema.validate(data, rnncore.json_schema())
+    data["head"]["task"] = "classification"
+    data["pooling"] = "mean"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, rnncore.json_schema())
