@@ -317,3 +317,48 @@ def test_a_crf_spec_round_trips_and_fits_the_json_schema():
     data["pooling"] = "mean"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(data, rnncore.json_schema())
+
+
+def _tagging_batches(spec, n: int):
+    """Ten batches in turn, whose tags follow the tokens: something to learn in a few steps."""
+    for i in range(n):
+        x, lengths = random_batch(spec, batch=6, max_len=9, seed=100 + i % 10)
+        yield x, lengths, x % spec.head.num_outputs
+
+
+def test_crf_training_loss_is_the_oracles_per_token_negative_log_likelihood(backend):
+    from rnncore.train import TrainConfig
+    from rnncore.train.losses import reference_loss
+
+    spec = _crf_spec("float64")
+    weights = rnncore.init_weights(spec, seed=1)
+    x, lengths, y = next(_tagging_batches(spec, 1))
+    logits = rnncore.reference_forward(spec, weights, x, lengths)
+    expected = reference_loss(spec, logits, y, lengths, weights)
+    ll = crf.log_likelihood(logits, y, lengths, crf.crf_parameters(weights))
+    assert expected == pytest.approx(-ll.sum() / lengths.sum(), rel=1e-12)
+    model = rnncore.build(spec, backend=backend, weights=weights)
+    trainer = rnncore.get_backend(backend).make_trainer(model, TrainConfig(optimizer="sgd", lr=1e-9))
+    assert trainer.step(x, lengths, y, 1e-9) == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fifty_crf_training_steps_end_at_the_same_weights_on_both_backends(dtype):
+    from rnncore.train import TrainConfig
+
+    spec = _crf_spec(dtype)
+    config = TrainConfig(optimizer="adam", lr=0.02)
+    start = rnncore.init_weights(spec, seed=4)
+    models, losses = {}, {}
+    for backend in ("torch", "tensorflow"):
+        models[backend] = rnncore.build(spec, backend=backend, weights=start)
+        trainer = rnncore.get_backend(backend).make_trainer(models[backend], config)
+        losses[backend] = [trainer.step(x, n, y, config.lr) for x, n, y in _tagging_batches(spec, 50)]
+    assert np.mean(losses["torch"][-10:]) < np.mean(losses["torch"][:10]), "training should lower the loss"
+    np.testing.assert_allclose(
+        losses["tensorflow"], losses["torch"], rtol=1e-4 if dtype == "float32" else 1e-9
+    )
+    a, b = rnncore.get_weights(models["torch"]), rnncore.get_weights(models["tensorflow"])
+    assert float(np.abs(a["crf.transitions"] - start["crf.transitions"]).max()) > 1e-2, "the CRF must learn"
+    for key in a:
+        assert_close(b[key], a[key], "training", dtype)
