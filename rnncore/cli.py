@@ -114,7 +114,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         scores = train_run(
             task=args.task, data=data, out=args.out, backend=args.backend, spec=spec, config=config,
             valid=args.valid, columns=(args.text_column, args.label_column), overwrite=args.overwrite,
-            resume=args.resume, progress=not args.quiet, distributed=worker,
+            resume=args.resume, progress=not args.quiet, distributed=worker, use_crf=args.crf,
+            constrain=args.constrain_decoding,
         )  # fmt: skip
     if worker is None or worker.rank == 0:
         print("held-out test split: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
@@ -182,7 +183,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     columns = None
     if args.text_column or args.label_column:
         columns = (args.text_column or "text", args.label_column or "label")
-    scores = evaluate_run(args.run, args.data, args.split, args.backend, columns)
+    scores = evaluate_run(args.run, args.data, args.split, args.backend, columns, args.constrain_decoding)
     if args.json:
         print(json.dumps(scores))
     else:
@@ -273,6 +274,13 @@ def _add_train_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--lr", type=float, help="learning rate")
     command.add_argument("--max-len", type=int, help="longest sequence kept (tokens or steps)")
     command.add_argument("--seed", type=int, help="seed for the split, weights and batch order")
+
+
+def _add_constrain_option(command: argparse.ArgumentParser, text: str) -> None:
+    from .crf import SCHEMES
+
+    command.add_argument("--constrain-decoding", choices=SCHEMES, metavar="SCHEME",
+                         help=f"{text}; one of {', '.join(SCHEMES)}")  # fmt: skip
 
 
 def _count(value: str) -> int:
@@ -393,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--crf", action="store_true",
+                       help="tagging: a CRF output layer (tag-path loss, Viterbi decoding)")  # fmt: skip
+    _add_constrain_option(train, "tagging: decode only tag sequences legal in SCHEME (remembered by the run)")
     _add_train_options(train)
     _add_parallel_options(train)
     train.set_defaults(handler=cmd_train)
@@ -408,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--text-column", help="text column or JSONL field of --data (default: the run's)")
     evaluate.add_argument("--label-column", help="label column or JSONL field of --data (default: the run's)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object of metrics")
+    _add_constrain_option(
+        evaluate, "tagging: decode only tag sequences legal in SCHEME (default: as trained)"
+    )
     evaluate.set_defaults(handler=cmd_evaluate)
 
     predict = commands.add_parser("predict", help="classify texts with a trained run")

@@ -277,16 +277,31 @@ def test_crf_models_carry_their_weights_on_both_backends():
             np.testing.assert_array_equal(got[name], weights[name])
 
 
-def test_training_refuses_unlabelled_steps_under_a_crf():
-    from rnncore.batch import InputError
-    from rnncore.train.losses import IGNORE_INDEX, check_training_batch
+def test_the_crf_loss_chains_the_labelled_steps_and_skips_ignored_ones(backend):
+    # a word's later sub-tokens are labelled -100: the CRF scores the chain of the other steps
+    from rnncore.train import TrainConfig
+    from rnncore.train.losses import IGNORE_INDEX, reference_loss
 
-    spec = _crf_spec()
-    x, lengths = random_batch(spec, batch=3, max_len=4, seed=0)
-    y = np.zeros_like(x)
-    y[2, 0] = IGNORE_INDEX
-    with pytest.raises(InputError, match=r"row 2 step 0 is labelled -100 \(ignore\)"):
-        check_training_batch(spec, x, lengths, y)
+    spec = _crf_spec("float64")
+    weights = rnncore.init_weights(spec, seed=2)
+    weights["crf.transitions"] = np.random.default_rng(3).standard_normal((5, 5))
+    x, lengths = random_batch(spec, batch=4, max_len=6, seed=4)
+    y = x % 5
+    y[0, 1] = y[0, 4] = y[3, 0] = IGNORE_INDEX
+    logits = rnncore.reference_forward(spec, weights, x, lengths)
+    # by hand: row 0 without steps 1 and 4, row 3 without step 0, the others as they are
+    params, total = crf.crf_parameters(weights), 0.0
+    for row, n in enumerate(lengths):
+        steps = [t for t in range(n) if y[row, t] != IGNORE_INDEX]
+        total += crf.log_likelihood(
+            logits[row : row + 1, steps], y[row : row + 1, steps], [len(steps)], params
+        )[0]
+    labelled = int(((y != IGNORE_INDEX) & (np.arange(6) < lengths[:, None])).sum())
+    expected = -total / labelled
+    assert reference_loss(spec, logits, y, lengths, weights) == pytest.approx(expected, rel=1e-12)
+    model = rnncore.build(spec, backend=backend, weights=weights)
+    trainer = rnncore.get_backend(backend).make_trainer(model, TrainConfig(optimizer="sgd", lr=1e-9))
+    assert trainer.step(x, lengths, y, 1e-9) == pytest.approx(expected, rel=1e-10)
 
 
 def test_a_crf_needs_per_step_tags():

@@ -70,10 +70,6 @@ _SLOTS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"), "adamw
 
 
 def compute_loss(name: str, outputs: Any, targets: Any, lengths: Any, crf: Crf | None = None) -> Any:
-    if name == CRF_LOSS:
-        assert crf is not None
-        total = -tf.reduce_sum(crf.log_likelihood(outputs, targets, lengths))
-        return total / tf.cast(tf.reduce_sum(lengths), outputs.dtype)
     if name == "cross_entropy":
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=outputs))
     if name == "binary_cross_entropy":
@@ -82,6 +78,16 @@ def compute_loss(name: str, outputs: Any, targets: Any, lengths: Any, crf: Crf |
         return tf.reduce_mean(tf.square(outputs - targets))
     steps = tf.shape(targets)[1]
     valid = (tf.range(steps)[None, :] < tf.cast(lengths, tf.int32)[:, None]) & (targets != IGNORE_INDEX)
+    if name == CRF_LOSS:  # the chain of labelled steps (`rnncore.train.losses.labelled_first`)
+        assert crf is not None
+        order = tf.argsort(tf.cast(~valid, tf.int32), axis=1, stable=True)
+        counts = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
+        emissions = tf.gather(outputs, order, axis=1, batch_dims=1)
+        ll = crf.log_likelihood(
+            emissions, tf.gather(targets, order, axis=1, batch_dims=1), tf.maximum(counts, 1)
+        )
+        total = -tf.reduce_sum(tf.where(counts > 0, ll, tf.zeros_like(ll)))
+        return total / tf.cast(tf.maximum(tf.reduce_sum(counts), 1), outputs.dtype)
     per_step = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=tf.where(valid, targets, 0), logits=outputs
     )

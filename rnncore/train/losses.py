@@ -8,10 +8,11 @@ All losses take logits and average over what counts: examples, label entries, or
 - regression: mean squared error, targets float (B, K);
 - tagging: softmax cross-entropy over valid steps, labels int (B, T); steps past a row's
   length or labelled IGNORE_INDEX (-100) do not count;
-- tagging with a CRF head: the negative log-likelihood of each row's tag path (`rnncore.crf`),
-  summed over rows and divided by the number of valid steps, so that its scale (and a good
-  learning rate) stays that of the per-token loss. Every valid step needs a label: a CRF scores
-  whole paths, so IGNORE_INDEX is refused there.
+- tagging with a CRF head: the negative log-likelihood of each row's tag path (`rnncore.crf`)
+  over its labelled steps, summed over rows and divided by the number of labelled steps, so
+  that its scale (and a good learning rate) stays that of the per-token loss. Steps labelled
+  IGNORE_INDEX (a word's later sub-tokens) are left out of the chain: the CRF links each
+  labelled step to the next labelled one (`labelled_first`), so it scores the word sequence.
 """
 
 from __future__ import annotations
@@ -58,8 +59,11 @@ def reference_loss(
     if name == CRF_LOSS:
         if weights is None:
             raise ValueError("a CRF's loss needs the model's weights (its transition scores)")
-        ll = crf.log_likelihood(logits, targets, lengths, crf.crf_parameters(weights))
-        return float(-ll.sum() / lengths.sum())
+        order, counts = labelled_first(targets, lengths)
+        emissions = np.take_along_axis(logits, order[..., None], axis=1)
+        tags = np.take_along_axis(targets, order, axis=1)
+        ll = crf.log_likelihood(emissions, tags, np.maximum(counts, 1), crf.crf_parameters(weights))
+        return float(-(ll * (counts > 0)).sum() / max(1, counts.sum()))
     if name == "cross_entropy":
         return float(-_log_softmax(logits)[np.arange(len(targets)), targets].mean())
     if name == "binary_cross_entropy":
@@ -90,8 +94,6 @@ def check_training_batch(
     expected = _targets_shape(spec, x.shape[0], x.shape[1])
     if y.shape != expected:
         raise InputError(f"targets have shape {y.shape}; this model's loss needs {expected}")
-    if loss_name(spec) == CRF_LOSS:
-        _check_every_step_labelled(y, lengths_arr)
     if loss_name(spec) in ("cross_entropy", "masked_cross_entropy", CRF_LOSS):
         if not np.issubdtype(y.dtype, np.integer):
             raise InputError(f"class labels must be integers; got dtype {y.dtype}")
@@ -109,16 +111,15 @@ def check_training_batch(
     return x, lengths_arr, y
 
 
-def _check_every_step_labelled(targets: np.ndarray, lengths: np.ndarray) -> None:
-    if targets.ndim != 2 or not np.issubdtype(targets.dtype, np.integer):
-        return  # the shape and dtype checks that follow name the problem
-    unlabelled = np.argwhere((targets == IGNORE_INDEX) & step_mask(lengths, targets.shape[1]))
-    if len(unlabelled):
-        row, step = (int(i) for i in unlabelled[0])
-        raise InputError(
-            f"row {row} step {step} is labelled {IGNORE_INDEX} (ignore) inside the row's length; a CRF "
-            "scores whole tag paths, so every valid step needs a tag: label it, or train without the CRF"
-        )
+def labelled_first(targets: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where a CRF reads a row: (order (B, T), counts (B,)); `order[b, :counts[b]]` are row b's
+    labelled steps (within its length, not IGNORE_INDEX) in order, the other steps after them.
+
+    Gathering a row's emissions and tags by `order` gives the chain the CRF scores, of length
+    `counts[b]`; the backends compute the same permutation (a stable sort of "unlabelled").
+    """
+    keep = step_mask(lengths, targets.shape[1]) & (targets != IGNORE_INDEX)
+    return np.argsort(~keep, axis=1, kind="stable"), keep.sum(axis=1)
 
 
 def _targets_shape(spec: ModelSpec, batch: int, steps: int) -> tuple[int, ...]:
