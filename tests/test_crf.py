@@ -377,3 +377,56 @@ def test_fifty_crf_training_steps_end_at_the_same_weights_on_both_backends(dtype
     assert float(np.abs(a["crf.transitions"] - start["crf.transitions"]).max()) > 1e-2, "the CRF must learn"
     for key in a:
         assert_close(b[key], a[key], "training", dtype)
+
+
+def _ner_conll(path, sentences: int = 150):
+    from rnncore.data import load_bundled
+
+    ner = load_bundled("ner_iob2")
+    with path.open("w", encoding="utf-8") as handle:
+        for words, tags in zip(ner.sentences[:sentences], ner.tags[:sentences], strict=True):
+            handle.writelines(f"{w}\t{t}\n" for w, t in zip(words, tags, strict=True))
+            handle.write("\n")
+    return path
+
+
+def test_cli_trains_a_constrained_crf_tagger_and_both_backends_score_it_alike(tmp_path, capsys):
+    import json
+
+    from rnncore import cli
+    from rnncore.train.loop import tag_paths
+    from rnncore.train.run import load_run, read_dataset, split_dataset
+
+    conll = _ner_conll(tmp_path / "ner.conll")
+    run = tmp_path / "ner"
+    args = ["train", "--task", "tagging", "--data", str(conll), "--out", str(run), "--epochs", "2", "--quiet",
+            "--crf", "--constrain-decoding", "IOB2"]  # fmt: skip
+    assert cli.main(args) == 0
+    assert json.loads((run / "run.json").read_text())["constrain_decoding"] == "IOB2"
+    model, encoder, info = load_run(run)
+    assert rnncore.spec_of(model).head.crf
+    scores = {}
+    for backend in ("torch", "tensorflow"):
+        capsys.readouterr()
+        assert cli.main(["evaluate", str(run), "--json", "--backend", backend]) == 0
+        scores[backend] = json.loads(capsys.readouterr().out)
+    assert {"accuracy", "entity_f1"} <= set(scores["torch"])
+    assert scores["tensorflow"] == pytest.approx(scores["torch"], abs=1e-12)  # the same decoded tags
+    # what evaluate scored: legal IOB2 on every test sentence
+    test = encoder.encode(
+        split_dataset(read_dataset(str(conll), "tagging"), info["train"]["seed"])["test"], "t"
+    )
+    logits = rnncore.predict(model, test.inputs, test.lengths)
+    names = encoder.labels.labels
+    paths = tag_paths(model, logits, test.lengths, test.targets, names, "IOB2")
+    for row, n in enumerate(test.lengths):
+        words = [names[t] for t, y in zip(paths[row, :n], test.targets[row, :n], strict=True) if y >= 0]
+        assert _legal_iob2(words)
+
+
+def test_cli_refuses_a_crf_outside_tagging(tmp_path, capsys):
+    from rnncore import cli
+
+    args = ["train", "--task", "sequence-classification", "--out", str(tmp_path / "r"), "--crf", "--quiet"]
+    assert cli.main(args) == 2
+    assert "--crf is for --task tagging" in capsys.readouterr().err
