@@ -430,3 +430,41 @@ def test_cli_refuses_a_crf_outside_tagging(tmp_path, capsys):
     args = ["train", "--task", "sequence-classification", "--out", str(tmp_path / "r"), "--crf", "--quiet"]
     assert cli.main(args) == 2
     assert "--crf is for --task tagging" in capsys.readouterr().err
+
+
+def _trained_looking_crf_model(backend: str, dtype: str = "float32"):
+    spec = _crf_spec(dtype)
+    weights = rnncore.init_weights(spec, seed=11)
+    weights["crf.transitions"] = np.random.default_rng(12).standard_normal((5, 5)).astype(dtype)
+    return rnncore.build(spec, backend=backend, weights=weights)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "savedmodel"])
+def test_exported_crf_taggers_decode_inside_the_file_as_the_model_does(fmt, tmp_path):
+    model = _trained_looking_crf_model("torch")
+    result = rnncore.export(model, tmp_path / f"tagger.{fmt}", fmt)
+    assert result.tags_match is True and result.diff.ok
+    backend = rnncore.registry.backend_for_format(fmt)
+    x, lengths = random_batch(rnncore.spec_of(model), batch=9, max_len=11, seed=13)
+    weights = rnncore.get_weights(model)
+    expected = crf.decode(rnncore.spec_of(model), weights, rnncore.predict(model, x, lengths), lengths)
+    np.testing.assert_array_equal(
+        backend.decode_exported(tmp_path / f"tagger.{fmt}", fmt, x, lengths), expected
+    )
+
+
+def test_an_export_whose_tags_differ_is_removed(tmp_path, monkeypatch):
+    model = _trained_looking_crf_model("torch")
+    backend = rnncore.get_backend("torch")
+    monkeypatch.setattr(backend, "decode_exported", lambda path, fmt, x, lengths: np.zeros(x.shape, np.int64))
+    with pytest.raises(rnncore.ExportError, match="Viterbi tag paths DIFFER"):
+        rnncore.export(model, tmp_path / "tagger.pt", "torchscript")
+    assert not (tmp_path / "tagger.pt").exists()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_formats_without_a_viterbi_decoder_refuse_a_crf_tagger(fmt, tmp_path):
+    with pytest.raises(
+        rnncore.ExportError, match=f"{'ONNX' if fmt == 'onnx' else 'TFLite'} export of a CRF tagger"
+    ):
+        rnncore.export(_trained_looking_crf_model("torch"), tmp_path / "tagger", fmt)

@@ -28,7 +28,7 @@ if keras.backend.backend() != "tensorflow":
 
 from .crf import log_likelihood_and_grads as crf_log_likelihood_and_grads
 from .distributed import start_distributed
-from .export import EXPORT_FORMATS, ExportError, export, run_exported
+from .export import EXPORT_FORMATS, ExportError, decode_exported, export, run_exported
 from .files import load_keras_file
 from .model import build, get_weights, owns, set_weights, spec_of
 from .native import from_native, owns_native, read_native
@@ -45,6 +45,7 @@ __all__ = [
     "build",
     "crf_log_likelihood_and_grads",
     "decode",
+    "decode_exported",
     "export",
     "from_native",
     "get_weights",

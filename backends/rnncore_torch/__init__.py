@@ -15,7 +15,7 @@ from .convert import load_canonical, to_canonical
 from .crf import decode_outputs
 from .crf import log_likelihood_and_grads as crf_log_likelihood_and_grads
 from .distributed import start_distributed
-from .export import EXPORT_FORMATS, ExportError, export, run_exported
+from .export import EXPORT_FORMATS, ExportError, decode_exported, export, run_exported
 from .files import load_state_dict_file
 from .model import RnnModel
 from .native import from_native, owns_native
@@ -32,6 +32,7 @@ __all__ = [
     "build",
     "crf_log_likelihood_and_grads",
     "decode",
+    "decode_exported",
     "export",
     "from_native",
     "get_weights",

@@ -84,10 +84,11 @@ def viterbi(
         backpointers.append(torch.where(valid, pointer, tags[None, :].expand(batch, -1)))
     tag = (best + end).argmax(dim=1)
     path = [tag]
-    for pointer in backpointers[::-1]:
-        tag = pointer.gather(1, tag[:, None])[:, 0]
+    for t in range(len(backpointers) - 1, -1, -1):  # (an index loop: TorchScript scripts it)
+        tag = backpointers[t].gather(1, tag[:, None])[:, 0]
         path.append(tag)
-    paths = torch.stack(path[::-1], dim=1)
+    path.reverse()
+    paths = torch.stack(path, dim=1)
     return torch.where(mask, paths, torch.zeros_like(paths))
 
 
