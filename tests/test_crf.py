@@ -16,8 +16,11 @@ import itertools
 
 import numpy as np
 import pytest
+import torch  # before TensorFlow (see the registry)
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnncore
 from rnncore import crf
@@ -242,7 +245,6 @@ def test_constrained_iob2_decoding_never_yields_an_illegal_sequence(seed, types,
 
 
 def test_pytorch_crf_gives_the_same_log_likelihood_and_paths():
-    import torch
     from torchcrf import CRF
 
     emissions, gold, lengths, weights, _ = _problem(batch=9, steps=7, seed=8)
@@ -468,3 +470,55 @@ def test_formats_without_a_viterbi_decoder_refuse_a_crf_tagger(fmt, tmp_path):
         rnncore.ExportError, match=f"{'ONNX' if fmt == 'onnx' else 'TFLite'} export of a CRF tagger"
     ):
         rnncore.export(_trained_looking_crf_model("torch"), tmp_path / "tagger", fmt)
+
+
+class BiLstmTorchCrf(nn.Module):
+    """A BiLSTM + pytorch-crf tagger as pytorch-crf's users write it: forward -> emissions.
+
+    (At module level: torch.fx wraps pack_padded_sequence only where it is a global name.)
+    """
+
+    def __init__(self, vocab: int = 30, tags: int = 5, crf_tags: int | None = None):
+        from torchcrf import CRF
+
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, 6, padding_idx=0)
+        self.lstm = nn.LSTM(6, 5, batch_first=True, bidirectional=True)
+        self.emissions = nn.Linear(10, tags)
+        self.crf = CRF(crf_tags or tags, batch_first=True)
+
+    def forward(self, ids, lengths):
+        packed = pack_padded_sequence(self.embedding(ids), lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True)
+        return self.emissions(out)
+
+
+def _bilstm_torchcrf(**sizes):
+    torch.manual_seed(0)
+    model = BiLstmTorchCrf(**sizes)
+    with torch.no_grad():
+        model.crf.transitions.normal_()
+    return model.eval()
+
+
+def test_a_bilstm_with_a_pytorch_crf_imports_with_its_crf_and_decodes_alike():
+    native = _bilstm_torchcrf()
+    spec, weights = rnncore.from_native(native)
+    assert spec.head.crf and spec.head.task == "tagging" and spec.head.num_outputs == 5
+    np.testing.assert_array_equal(weights["crf.transitions"], native.crf.transitions.detach().numpy())
+    x, lengths = random_batch(spec, batch=8, max_len=7, seed=14)
+    mask = torch.from_numpy(np.arange(7)[None, :] < lengths[:, None])
+    with torch.no_grad():
+        emissions = native(torch.from_numpy(x), torch.from_numpy(lengths))
+        theirs = native.crf.decode(emissions, mask=mask)
+    for backend in ("torch", "tensorflow"):
+        model = rnncore.build(spec, backend=backend, weights=weights)
+        paths = rnncore.get_backend(backend).decode(model, x, lengths)
+        assert [paths[row, :n].tolist() for row, n in enumerate(lengths)] == theirs, backend
+
+
+def test_a_pytorch_crf_whose_size_differs_from_the_emissions_is_refused():
+    native = _bilstm_torchcrf(crf_tags=4)
+    with pytest.raises(rnncore.UnsupportedNativeModel, match="the CRF has 4 tags but the forward scores 5"):
+        rnncore.from_native(native)

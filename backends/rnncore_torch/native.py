@@ -51,6 +51,10 @@ to the caller to apply. rnncore is batch first; a forward that reads (time, batc
 imported all the same and its caller transposes. With per-step outputs rnncore zeroes padded
 steps, while the native module leaves there whatever its forward computes.
 
+CRF: a `torchcrf.CRF` submodule (pytorch-crf) beside a tagger whose forward returns the
+emission scores becomes the spec's CRF head (`head.crf`), its scores the `crf.*` weights
+(pytorch-crf's `transitions[i, j]` is i -> j, as rnncore's).
+
 Weights: nn.LSTM and nn.RNN add two biases that are only ever summed, so the canonical `b` is
 `bias_ih + bias_hh` (equal up to float rounding); GRU keeps both (torch's GRU is the
 reset-after form, as canonical). `bias=False` layers get zero biases. The spec's dtype is the
@@ -124,7 +128,48 @@ def from_native(
         return model.spec, get_weights(model)
     layers = _GraphReader(model, _trace(model)).read() if pooling is None else _read_declared(model, pooling)
     spec = _spec(layers, _dtype(layers), task)
-    return spec, _canonical_weights(layers, spec)
+    weights = _canonical_weights(layers, spec)
+    crf = _torchcrf_module(model)
+    return (spec, weights) if crf is None else _with_torchcrf(spec, weights, *crf)
+
+
+# ---- a pytorch-crf CRF beside the tagger --------------------------------------------------------
+
+
+def _torchcrf_module(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The model's `torchcrf.CRF` submodule (pytorch-crf), found by its class' package, so that
+    torchcrf need not be installed to import other models; None without one."""
+    found = [(name, m) for name, m in model.named_modules() if type(m).__module__.split(".")[0] == "torchcrf"]
+    if len(found) > 1:
+        raise UnsupportedNativeModel(found[1][0], "a second torchcrf.CRF; a tagger has one CRF head")
+    return found[0] if found else None
+
+
+def _with_torchcrf(
+    spec: ModelSpec, weights: Weights, where: str, crf: nn.Module
+) -> tuple[ModelSpec, Weights]:
+    """`spec` with a CRF head holding pytorch-crf's scores: its `transitions[i, j]` scores tag i
+    followed by tag j, as rnncore's does; `start_transitions`/`end_transitions` are start/end.
+
+    The forward must return the CRF's emissions (the per-step tag scores pytorch-crf's
+    `CRF.forward` and `CRF.decode` take), as pytorch-crf's own examples write taggers.
+    """
+    head = spec.head
+    if head is None or head.task != "tagging":
+        raise UnsupportedNativeModel(
+            where, "a CRF needs per-step tag scores; the forward does not return them"
+        )
+    if getattr(crf, "num_tags", None) != head.num_outputs:
+        raise UnsupportedNativeModel(
+            where,
+            f"the CRF has {getattr(crf, 'num_tags', '?')} tags but the forward scores {head.num_outputs}",
+        )
+    spec = spec.replace(head={**head.to_dict(), "crf": True})
+    parts = {"transitions": "transitions", "start": "start_transitions", "end": "end_transitions"}
+    return spec, {
+        **weights,
+        **{f"crf.{ours}": _array(getattr(crf, theirs), spec.dtype) for ours, theirs in parts.items()},
+    }
 
 
 # ---- what was found ------------------------------------------------------------------------
