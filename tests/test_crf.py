@@ -522,3 +522,67 @@ def test_a_pytorch_crf_whose_size_differs_from_the_emissions_is_refused():
     native = _bilstm_torchcrf(crf_tags=4)
     with pytest.raises(rnncore.UnsupportedNativeModel, match="the CRF has 4 tags but the forward scores 5"):
         rnncore.from_native(native)
+
+
+class TutorialBiLstmCrf(nn.Module):
+    """The PyTorch BiLSTM-CRF tutorial's shape, written small: transitions[to, from] on the model,
+    <START>/<STOP> among the tags, one sentence at a time, Viterbi in Python loops. (The tutorial
+    draws a random initial state per call; this one starts from zeros, as rnncore does.)"""
+
+    def __init__(self, vocab: int, tag_to_ix: dict[str, int], embedding_dim: int = 6, hidden_dim: int = 8):
+        super().__init__()
+        self.tag_to_ix, self.tagset_size = tag_to_ix, len(tag_to_ix)
+        self.word_embeds = nn.Embedding(vocab, embedding_dim)
+        self.lstm = nn.LSTM(embedding_dim, hidden_dim // 2, num_layers=1, bidirectional=True)
+        self.hidden2tag = nn.Linear(hidden_dim, self.tagset_size)
+        self.transitions = nn.Parameter(torch.randn(self.tagset_size, self.tagset_size))
+        self.transitions.data[tag_to_ix["<START>"], :] = -10000
+        self.transitions.data[:, tag_to_ix["<STOP>"]] = -10000
+
+    def _get_lstm_features(self, sentence):
+        embeds = self.word_embeds(sentence).view(len(sentence), 1, -1)
+        lstm_out, _ = self.lstm(embeds)
+        return self.hidden2tag(lstm_out.view(len(sentence), -1))
+
+    def _viterbi_decode(self, feats):
+        forward_var = torch.full((1, self.tagset_size), -10000.0)
+        forward_var[0][self.tag_to_ix["<START>"]] = 0
+        backpointers = []
+        for feat in feats:
+            scores = forward_var + self.transitions  # [next, prev]
+            best = scores.argmax(dim=1)
+            backpointers.append(best)
+            forward_var = (scores.gather(1, best[:, None])[:, 0] + feat).view(1, -1)
+        terminal = forward_var + self.transitions[self.tag_to_ix["<STOP>"]]
+        best_tag = int(terminal.argmax())
+        path = [best_tag]
+        for best in reversed(backpointers):
+            best_tag = int(best[best_tag])
+            path.append(best_tag)
+        assert path.pop() == self.tag_to_ix["<START>"]
+        return path[::-1]
+
+    def forward(self, sentence):
+        return self._viterbi_decode(self._get_lstm_features(sentence))
+
+
+def test_the_pytorch_tutorials_bilstm_crf_imports_and_decodes_as_it_does():
+    tag_to_ix = {"B": 0, "I": 1, "O": 2, "<START>": 3, "<STOP>": 4}
+    torch.manual_seed(1)
+    native = TutorialBiLstmCrf(vocab=30, tag_to_ix=tag_to_ix).eval()
+    spec, weights = rnncore.from_native(native, pooling="none")
+    assert spec.head.crf and spec.head.num_outputs == 3  # <START> and <STOP> are not tags of the path
+    x, lengths = random_batch(spec.replace(input={**spec.input.to_dict(), "padding_idx": 0}), 10, 7, seed=15)
+    with torch.no_grad():
+        theirs = [native(torch.from_numpy(x[row, :n])) for row, n in enumerate(lengths)]
+    for backend in ("torch", "tensorflow"):
+        model = rnncore.build(spec, backend=backend, weights=weights)
+        paths = rnncore.get_backend(backend).decode(model, x, lengths)
+        assert [paths[row, :n].tolist() for row, n in enumerate(lengths)] == theirs, backend
+
+
+def test_a_transitions_parameter_without_the_tutorials_tags_is_refused():
+    native = TutorialBiLstmCrf(vocab=30, tag_to_ix={"B": 0, "I": 1, "O": 2, "<START>": 3, "<STOP>": 4})
+    native.tag_to_ix = {"B": 0, "I": 1, "O": 2}
+    with pytest.raises(rnncore.UnsupportedNativeModel, match="tag_to_ix dict with '<START>' and '<STOP>'"):
+        rnncore.from_native(native, pooling="none")
