@@ -20,6 +20,7 @@ from typing import Any
 
 from . import __version__
 from .batch import InputError
+from .entities import SCHEMES
 from .memory import keep_freed_memory
 from .registry import EXPORT_FORMATS, BackendError, canonical_name
 from .spec import ModelSpec, SpecError, json_schema
@@ -114,12 +115,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         scores = train_run(
             task=args.task, data=data, out=args.out, backend=args.backend, spec=spec, config=config,
             valid=args.valid, columns=(args.text_column, args.label_column), overwrite=args.overwrite,
-            resume=args.resume, progress=not args.quiet, distributed=worker, use_crf=args.crf,
+            resume=args.resume, progress=not args.quiet, distributed=worker, reader=_reader_request(args),
+            report=lambda block: print(block, flush=True), use_crf=args.crf,
             constrain=args.constrain_decoding,
         )  # fmt: skip
     if worker is None or worker.rank == 0:
         print("held-out test split: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     return EXIT_OK
+
+
+def _reader_request(args: argparse.Namespace) -> Any:
+    from .data.formats import ReaderRequest
+
+    return ReaderRequest(
+        data_format=args.data_format, text_column=args.text_column, label_column=args.label_column,
+        tag_column=args.tag_column, token_column=args.token_column,
+    )  # fmt: skip
 
 
 def _training_role(args: argparse.Namespace, backend: str) -> str:
@@ -183,19 +194,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     columns = None
     if args.text_column or args.label_column:
         columns = (args.text_column or "text", args.label_column or "label")
-    scores = evaluate_run(args.run, args.data, args.split, args.backend, columns, args.constrain_decoding)
+    mode = "strict" if args.strict else "default"
+    scores = evaluate_run(
+        args.run,
+        args.data,
+        args.split,
+        args.backend,
+        columns,
+        args.tag_column,
+        scheme=args.scheme,
+        mode=mode,
+        constrain=args.constrain_decoding,
+    )
     if args.json:
         print(json.dumps(scores))
-    else:
-        for key, value in scores.items():
+        return EXIT_OK
+    for key, value in scores.items():
+        if key != "tagging":
             print(f"{key:>12}  {value:.4f}")
+    if "tagging" in scores:
+        from .train.tagging import format_tagging_report
+
+        print("\n".join(["", *format_tagging_report(scores["tagging"])]))
     return EXIT_OK
 
 
-def _texts(args: argparse.Namespace, verb: str) -> list[str]:
-    """The texts on the command line, then the lines of --data."""
+def _texts(args: argparse.Namespace, verb: str, run: str | None = None) -> list[str]:
+    """The texts on the command line, then those of --data: the lines of a text file, or the
+    text column of a .csv/.tsv/.jsonl file as `run` read its training data."""
+    from .train.run import table_texts
+
     texts = list(args.texts)
-    if args.data:
+    table = table_texts(run, args.data) if run and args.data else None
+    if table is not None:
+        texts += table
+    elif args.data:
         texts += [line for line in Path(args.data).read_text(encoding="utf-8").splitlines() if line.strip()]
     if not texts:
         raise InputError(f"give a text to {verb}, or --data FILE with one text per line")
@@ -205,7 +238,7 @@ def _texts(args: argparse.Namespace, verb: str) -> list[str]:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .train.run import predict_texts
 
-    texts = _texts(args, "classify")
+    texts = _texts(args, "classify", run=args.run)
     for row in predict_texts(args.run, texts, args.backend):
         if args.json:
             print(json.dumps(row))
@@ -244,7 +277,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from .explain import explain_texts, render_html, render_terminal
 
-    texts = _texts(args, "explain")
+    texts = _texts(args, "explain", run=args.model)
     rows = explain_texts(args.model, texts, backend=args.backend, method=args.method, steps=args.steps)
     try:
         from rich.console import Console
@@ -281,6 +314,28 @@ def _add_constrain_option(command: argparse.ArgumentParser, text: str) -> None:
 
     command.add_argument("--constrain-decoding", choices=SCHEMES, metavar="SCHEME",
                          help=f"{text}; one of {', '.join(SCHEMES)}")  # fmt: skip
+
+
+def _tag_column(value: str) -> str | int:
+    from .data.formats import parse_tag_column
+
+    try:
+        return parse_tag_column(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix(f"--tag-column {value!r}: ")) from None
+
+
+def _add_reader_options(command: argparse.ArgumentParser) -> None:
+    """How to read --data; by default the file decides (rnncore.data.formats)."""
+    from .data.formats import FORMATS
+
+    command.add_argument("--tag-column", type=_tag_column,
+                         help="tagging: the tag, a CoNLL-U field (UPOS, XPOS, DEPREL, ...; default UPOS) "
+                         "or a CoNLL column index (default -1, the last)")  # fmt: skip
+    command.add_argument("--token-column", type=int,
+                         help="tagging, CoNLL columns: the token's column index (default 0)")  # fmt: skip
+    command.add_argument("--data-format", choices=FORMATS,
+                         help="read --data as this layout, not the one its name and lines show")  # fmt: skip
 
 
 def _count(value: str) -> int:
@@ -396,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--valid", help="validation data (default: 10%% of --data)")
     train.add_argument("--text-column", default="text", help="text column or JSONL field (default text)")
     train.add_argument("--label-column", default="label", help="label column or JSONL field (default label)")
+    _add_reader_options(train)
     train.add_argument("--spec", help="model spec file; default: a sensible model for the task")
     train.add_argument("--out", required=True, help="run folder to write")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
@@ -418,7 +474,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--text-column", help="text column or JSONL field of --data (default: the run's)")
     evaluate.add_argument("--label-column", help="label column or JSONL field of --data (default: the run's)")
+    evaluate.add_argument("--tag-column", type=_tag_column,
+                          help="tagging: CoNLL-U field or CoNLL column (default: the run's)")  # fmt: skip
     evaluate.add_argument("--json", action="store_true", help="print one JSON object of metrics")
+    evaluate.add_argument("--scheme", choices=SCHEMES, help="tagging: entity scheme (default: from the tags)")
+    evaluate.add_argument(
+        "--strict", action="store_true", help="tagging: seqeval's strict entities, not conlleval's"
+    )
     _add_constrain_option(
         evaluate, "tagging: decode only tag sequences legal in SCHEME (default: as trained)"
     )
