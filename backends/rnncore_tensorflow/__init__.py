@@ -26,8 +26,8 @@ if keras.backend.backend() != "tensorflow":
         "Set KERAS_BACKEND=tensorflow before anything imports keras, or use rnncore's torch backend."
     )
 
-from .device import FRAMEWORK, device_of, gpu_count, tf32
 from .crf import log_likelihood_and_grads as crf_log_likelihood_and_grads
+from .device import FRAMEWORK, device_of, gpu_count, tf32
 from .distributed import start_distributed
 from .export import EXPORT_FORMATS, ExportError, decode_exported, export, run_exported
 from .files import load_keras_file
@@ -45,10 +45,10 @@ __all__ = [
     "ExportError",
     "Trainer",
     "build",
-    "device_of",
     "crf_log_likelihood_and_grads",
     "decode",
     "decode_exported",
+    "device_of",
     "export",
     "from_native",
     "get_weights",

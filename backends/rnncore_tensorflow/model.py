@@ -12,8 +12,8 @@ from rnncore.spec import ModelSpec
 from rnncore.weights import Weights, check_weights, head_layer_names
 
 from . import convert, naming
-from .device import DEVICE_ATTR, placement
 from .crf import Crf
+from .device import DEVICE_ATTR, placement
 from .layers import HeadActivation, SequencePooling, StepMask, ZeroPaddedSteps
 
 # Where the spec lives on a built model. A plain attribute: Keras does not save it, so a

@@ -12,9 +12,9 @@ from rnncore.spec import ModelSpec
 from rnncore.weights import Weights
 
 from .convert import load_canonical, to_canonical
-from .device import FRAMEWORK, device_of, gpu_count, tf32, torch_device
 from .crf import decode_outputs
 from .crf import log_likelihood_and_grads as crf_log_likelihood_and_grads
+from .device import FRAMEWORK, device_of, gpu_count, tf32, torch_device
 from .distributed import start_distributed
 from .export import EXPORT_FORMATS, ExportError, decode_exported, export, run_exported
 from .files import load_state_dict_file
@@ -32,10 +32,10 @@ __all__ = [
     "RnnModel",
     "Trainer",
     "build",
-    "device_of",
     "crf_log_likelihood_and_grads",
     "decode",
     "decode_exported",
+    "device_of",
     "export",
     "from_native",
     "get_weights",
