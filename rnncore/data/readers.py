@@ -309,7 +309,7 @@ def read_conllu(path: str | Path, tag_field: str = "upos", encoding: str = "utf-
         if fields[tag_at] in ("", "_"):
             raise DataError(
                 f"token {fields[1]!r} has no {tag_field.upper()} ('{fields[tag_at]}'); pick another "
-                "tag_field, e.g. 'upos'",
+                "tag_field (--tag-column on the command line), e.g. 'upos'",
                 path,
                 number,
             )
