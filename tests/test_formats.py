@@ -314,7 +314,7 @@ def test_train_on_conllu_prints_and_records_what_it_read_and_evaluate_reads_it_a
     assert _train_tagger(data, run) == 0
     out = capsys.readouterr().out
     assert f"data: {data}, read as CoNLL-U, FORM -> UPOS" in out
-    assert out.index("read as CoNLL-U") < out.index("held-out test split")
+    assert out.index("read as CoNLL-U") < out.index("internal test split")
     assert "WARNING" not in out
     info = json.loads((run / "run.json").read_text())
     upos = sorted({w[3] for s in _ud_words() for w in s})
@@ -354,13 +354,13 @@ def test_train_prints_and_records_the_warnings(tmp_path, capsys):
             "text-classification",
             "r.csv",
             "review,verdict\ngood,fresh\n",
-            "(--text-column on the command line)",
+            "Pass --text-column <one of these>",
         ),
         (
             "text-classification",
             "r.jsonl",
             '{"review": "good", "label": "fresh"}\n',
-            "--text-column in the CLI",
+            "Pass --text-column <one of these>",
         ),
     ],
 )

@@ -33,7 +33,7 @@ rnncore("train", "--task", "text-classification", "--data", csv_path, "--text-co
         "--label-column", "verdict", "--epochs", "2", "--max-len", "40", "--seed", "0", "--quiet",
         "--out", run)  # fmt: skip
 
-# 3. Evaluate on the held-out test split (10% of the CSV), on the other framework.
+# 3. Evaluate on the internal test split (10% of the CSV), on the other framework.
 rnncore("evaluate", run, "--backend", "tensorflow", "--json")
 
 # 4. Predict new texts, and see which words drove one decision.
