@@ -57,6 +57,7 @@ def render(
     versions: dict[str, str],
     parity: Sequence[ParityRow],
     labels: Sequence[str] | None = None,
+    notes: Sequence[str] = (),
 ) -> str:
     count = sum(int(np.prod(w.shape)) for w in weights.values())
     today = datetime.date.today().isoformat()
@@ -73,6 +74,8 @@ def render(
     ]
     if labels:
         out.append(f"- labels (class id order): {', '.join(labels)}")
+    if notes:  # where the model came from, e.g. "import not verified: ..." for from_native
+        out += ["", "## Provenance", "", *[f"- {note}" for note in notes]]
     out += ["", "## Parity", "", "Measured when this bundle was written, on a right-padded batch.", ""]
     out += ["| check | max abs diff | tolerance (atol / rtol) | within |", "|---|---|---|---|"]
     for row in parity:
