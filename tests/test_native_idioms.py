@@ -154,3 +154,38 @@ def test_verified_idioms_raise_no_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ImportNotVerified)
         from_native(BackwardFirst())
+
+
+class AllStateRows(nn.Module):
+    """One BiGRU layer; the head reads all of h_n's rows: h_n.transpose(0, 1) flattened."""
+
+    def __init__(self, layers: int = 1, how: str = "view") -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(VOCAB, EMB, padding_idx=0)
+        self.gru = nn.GRU(EMB, HID, num_layers=layers, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(2 * layers * HID, 3)
+        self.how = how
+
+    def forward(self, text: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = pack_padded_sequence(self.embedding(text), lengths, batch_first=True, enforce_sorted=False)
+        _, h_n = self.gru(packed)
+        if self.how == "view":
+            rows = h_n.transpose(0, 1).contiguous().view(text.size(0), -1)
+        elif self.how == "reshape":
+            rows = h_n.permute(1, 0, 2).reshape(text.size(0), -1)
+        else:
+            rows = torch.flatten(h_n.transpose(0, 1), start_dim=1)
+        return self.fc(rows)
+
+
+@pytest.mark.parametrize("how", ["view", "reshape", "flatten"])
+def test_all_state_rows_of_one_layer_are_last_pooling(how):
+    torch.manual_seed(0)
+    model = AllStateRows(how=how)
+    assert from_native(model)[0].pooling == "last"
+    assert _matches_the_oracle(model) < 1e-5
+
+
+def test_all_state_rows_of_two_layers_are_refused():
+    with pytest.raises(UnsupportedNativeModel, match="lower layers included"):
+        from_native(AllStateRows(layers=2))

@@ -642,7 +642,14 @@ class _Pair:
     names: tuple[str, ...] = ()
 
 
-_DATA = (_Seq, _RnnOut, _State, _StateRow, _Pair)
+@dataclass(frozen=True)
+class _StateByRow:
+    """h_n with batch first: (B, num_layers * directions, H), before flattening its rows."""
+
+    index: int
+
+
+_DATA = (_Seq, _RnnOut, _State, _StateRow, _Pair, _StateByRow)
 
 # how an op is named below, for the call_function targets the forward may use
 _FUNCTIONS: dict[Any, str] = {
@@ -671,6 +678,8 @@ _FUNCTIONS: dict[Any, str] = {
     torch.max: "max",
     torch.amax: "amax",
     torch.squeeze: "squeeze",
+    torch.flatten: "flatten",
+    torch.reshape: "reshape",
     operator.truediv: "div",
     torch.div: "div",
     torch.true_divide: "div",
@@ -1032,8 +1041,10 @@ class _GraphReader:
             )
         return _Seq(seq.stage, seq.ndim, not seq.flip, pad_value=seq.pad_value)
 
-    def _op_transpose(self, node: fx.Node, args: Any, kwargs: Any) -> _Seq:
+    def _op_transpose(self, node: fx.Node, args: Any, kwargs: Any) -> _Seq | _StateByRow:
         dims = [_param("transpose", args, kwargs, n) for n in ("dim0", "dim1")]
+        if isinstance(args[0], _State):
+            return self._state_by_row(node, args[0], sorted(d % 3 for d in dims) == [0, 1])
         ndim = self._seq(args[0], self._where(node)).ndim
         if ndim is None and all(d >= 0 for d in dims):  # the input: ids (2-D) or features (3-D)
             ndim = max(2, *(d + 1 for d in dims))
@@ -1046,13 +1057,52 @@ class _GraphReader:
     def _op_t(self, node: fx.Node, args: Any, kwargs: Any) -> _Seq:
         return self._swapped(node, args[0], [1, 0])
 
-    def _op_permute(self, node: fx.Node, args: Any, kwargs: Any) -> _Seq:
+    def _op_permute(self, node: fx.Node, args: Any, kwargs: Any) -> _Seq | _StateByRow:
         dims = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
         dims = dims or list(kwargs.get("dims", ()))
+        if isinstance(args[0], _State):
+            return self._state_by_row(node, args[0], [d % 3 for d in dims] == [1, 0, 2])
         return self._swapped(node, args[0], [d % len(dims) for d in dims])  # permute names every axis
 
-    def _op_contiguous(self, node: fx.Node, args: Any, kwargs: Any) -> _Seq:
+    def _op_contiguous(self, node: fx.Node, args: Any, kwargs: Any) -> _Seq | _StateByRow:
+        if isinstance(args[0], _StateByRow):
+            return args[0]
         return self._seq(args[0], self._where(node))
+
+    # -- all of h_n's rows, batch first, flattened: (B, rows * H) --
+    def _state_by_row(self, node: fx.Node, state: _State, swaps_batch_and_rows: bool) -> _StateByRow:
+        if state.which != "h" or not swaps_batch_and_rows:
+            raise UnsupportedNativeModel(
+                self._where(node), "rearranges h_n; rnncore reads h_n.transpose(0, 1) flattened to (B, -1)"
+            )
+        return _StateByRow(state.index)
+
+    def _flattened_rows(self, node: fx.Node, state: Any, flat: bool) -> _Seq:
+        """All rows of h_n side by side: `last` pooling when they are the last layer's only."""
+        where = self._where(node)
+        if not isinstance(state, _StateByRow) or not flat:
+            raise self._unknown(node, [state])
+        rows = self._state_rows(state.index)
+        if rows != (2 if self._bidirectional() else 1) or state.index != len(self.build.layers.rnns) - 1:
+            raise UnsupportedNativeModel(
+                where,
+                f"concatenates all {rows} rows of h_n, lower layers included; rnncore pools the last "
+                "layer's state: h_n[-1], or cat(h_n[-2], h_n[-1]) if bidirectional",
+            )
+        return self._pool_rows([_StateRow(state.index, row) for row in range(rows)], where)
+
+    def _op_view(self, node: fx.Node, args: Any, kwargs: Any) -> _Seq:
+        shape = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
+        return self._flattened_rows(
+            node, args[0], len(shape) == 2 and isinstance(shape[1], int) and shape[1] == -1
+        )
+
+    _op_reshape = _op_view
+
+    def _op_flatten(self, node: fx.Node, args: Any, kwargs: Any) -> _Seq:
+        start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
+        end = args[2] if len(args) > 2 else kwargs.get("end_dim", -1)
+        return self._flattened_rows(node, args[0], start == 1 and end in (-1, 2))
 
     _op_clone = _op_contiguous
 
