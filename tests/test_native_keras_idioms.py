@@ -135,3 +135,13 @@ def test_an_unbuilt_sequential_of_features_is_refused_with_the_fix():
     model = keras.Sequential([keras.layers.LSTM(HIDDEN), keras.layers.Dense(2)])
     with pytest.raises(UnsupportedNativeModel, match=r"keras.Input\(shape=\(None, features\)\)"):
         from_native(model)
+
+
+def test_a_leading_text_vectorization_is_refused_with_the_way_round():
+    model = keras.Sequential(
+        [keras.Input(shape=(1,), dtype="string"), keras.layers.TextVectorization(max_tokens=VOCAB),
+         keras.layers.Embedding(VOCAB, EMBED), keras.layers.LSTM(HIDDEN), keras.layers.Dense(2)]
+    )  # fmt: skip
+    with pytest.raises(UnsupportedNativeModel, match="TextVectorization input") as err:
+        from_native(model)
+    assert "keras.Model(ids, outputs)" in err.value.reason

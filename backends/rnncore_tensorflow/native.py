@@ -2,9 +2,15 @@
 
 The model must be one chain of layers from its one input to its one output::
 
-    Input -> [Embedding] -> (Dropout | LSTM | GRU | SimpleRNN | Bidirectional(...))+
+    Input -> [Embedding] -> (Dropout | LSTM | GRU | SimpleRNN | RNN(cell) | Bidirectional(...))+
           -> [GlobalAveragePooling1D | GlobalMaxPooling1D]
-          -> (Dropout | Dense [-> Activation | LeakyReLU])*
+          -> (Dropout | [BatchNormalization] Dense [-> Activation | LeakyReLU])*
+
+`RNN(LSTMCell | GRUCell | SimpleRNNCell)` runs the cell of the layer of that kind. An
+inference-mode `BatchNormalization` over the last axis right before a Dense is an affine map
+per feature, folded into that Dense's weights. An unbuilt Sequential that starts with an
+Embedding is built as its first call would build it. `rnncore.native.verify` then runs the
+model and the import on a padded probe batch and refuses an import that differs.
 
 Anything else raises `UnsupportedNativeModel(layer, reason)`: rnncore refuses rather than
 approximates. The import is exact for inference on right-padded batches; how each Keras
@@ -304,6 +310,13 @@ def _unknown(layer: Any, expected: str) -> UnsupportedNativeModel:
 def _read_input(layers: _Layers, source: Any) -> tuple[InputSpec, Any | None]:
     first = layers.peek()
     rank = len(source.shape)
+    if type(first) is keras.layers.TextVectorization:
+        raise _refuse(
+            first,
+            "a TextVectorization input: rnncore imports models from token ids; build the model from the "
+            "layer after it (keras.Model(ids, outputs)) and tokenize with rnncore's tokenizer. "
+            "Converting TextVectorization itself is not supported yet",
+        )
     if type(first) is keras.layers.Embedding:
         embedding = layers.take()
         _check_not_quantized(embedding)

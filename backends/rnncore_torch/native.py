@@ -17,7 +17,7 @@ anything else is refused with `UnsupportedNativeModel` naming the op. Further ar
   (or torch.relu, F.leaky_relu, ... in the forward), nn.Dropout / F.dropout, nn.Identity,
   transposes of (batch, time) and initial states made by torch.zeros.
 - pooling `last`: the last layer's final state, `h_n[-1]` (unidirectional) or
-  `torch.cat((h_n[-2], h_n[-1]), dim=1)` (bidirectional; h_n is [num_layers * directions, B, H],
+  `torch.cat((h_n[-2], h_n[-1]), dim=1)` (bidirectional, either order; h_n is [num_layers * directions, B, H],
   layer-major, forward before backward), `h_n.squeeze(0)` for one unidirectional layer, or
   the output at step -1 of an unpacked unidirectional run.
 - pooling `mean`: `out.sum(dim=time) / lengths` on zero-padded pad_packed_sequence output,
@@ -30,7 +30,21 @@ anything else is refused with `UnsupportedNativeModel` naming the op. Further ar
 Declared (`pooling=` given; also the way out when tracing fails, e.g. a forward with
 data-dependent Python control flow). The forward is not read: the leaf modules are taken in
 registration order (the order `__init__` assigns them), pooling is what the option says,
-and functional ops in the forward are invisible, so the caller vouches for them.
+and functional ops in the forward are invisible to the reader; the verification below sees
+them.
+
+Verified. Either reading is checked by `rnncore.native.verify`: the module (eval mode, no
+gradients, its attributes put back afterwards) runs a padded probe batch twice, given the
+lengths when its forward takes them (a second required argument, or an optional one whose
+name contains "len") and (time, batch) inputs when it reads them; the import must match it
+within tolerance or is refused. A forward with more required arguments is not called, and
+the import says so in a warning.
+
+More idioms read exactly: `Variable(...)`, `.cuda()`, `.to(device)` on zero states; an
+eval-mode `nn.BatchNorm1d` right before a head Linear (after pooling or a hidden activation)
+folded into that Linear; `cat((h_n[-1], h_n[-2]), 1)` (backward first), read by swapping
+the halves of the first Linear's input columns; all of one layer's h_n rows, batch first and
+flattened (`h_n.transpose(0, 1).contiguous().view(B, -1)`), which is `last` pooling.
 
 Padding. A traced forward that packs its input (`pack_padded_sequence`) skips padded steps
 as rnncore does, so the embedding's `padding_idx` becomes the spec's. A forward that feeds
