@@ -26,7 +26,7 @@ from rnncore.tolerances import compare
 VOCAB, EMB, FEAT, HID, OUT = 15, 4, 3, 4, 3
 BATCH, STEPS = 6, 8
 TORCH_SEEDS = range(96)
-KERAS_SEEDS = range(8)
+KERAS_SEEDS = range(12)
 
 # how the forward turns RNN results into the head's input; the unsupported ones compute
 # something rnncore has no spec for, which must be refused (by the reader or the probe)
@@ -234,17 +234,30 @@ def _keras_model(seed: int) -> tuple[Any, str]:
     bidirectional = bool(rng.random() < 0.5)
     ending = ["last", "average", "max", "per-step", "max-masked"][int(rng.integers(5))]
 
-    def recurrent(sequences: bool) -> Any:
-        layer = cell(HID, return_sequences=sequences)
-        return keras.layers.Bidirectional(layer) if bidirectional else layer
+    # one part at most with no exact rnncore equivalent (or none)
+    odd = ["", "", "scaled", "layer norm", "sum of directions", "reset_after=False", "no mask"][
+        int(rng.integers(7))
+    ]
 
-    layers = [keras.Input(shape=(None,), dtype="int32"), keras.layers.Embedding(VOCAB, EMB, mask_zero=True)]
+    def recurrent(sequences: bool) -> Any:
+        options = {"reset_after": False} if odd == "reset_after=False" and cell is keras.layers.GRU else {}
+        layer = cell(HID, return_sequences=sequences, **options)
+        if not bidirectional:
+            return layer
+        return keras.layers.Bidirectional(layer, merge_mode="sum" if odd == "sum of directions" else "concat")
+
+    embedding = keras.layers.Embedding(VOCAB, EMB, mask_zero=odd != "no mask")
+    layers = [keras.Input(shape=(None,), dtype="int32"), embedding]
     layers += [recurrent(True)] if rng.random() < 0.5 else []
     layers.append(recurrent(ending != "last"))
     if ending == "average":
         layers.append(keras.layers.GlobalAveragePooling1D())
     elif ending.startswith("max"):
         layers.append(keras.layers.GlobalMaxPooling1D())
+    if odd == "scaled":
+        layers.append(keras.layers.Rescaling(2.0))
+    elif odd == "layer norm":
+        layers.append(keras.layers.LayerNormalization())
     if rng.random() < 0.3 and ending != "per-step":
         layers.append(keras.layers.BatchNormalization())
     activation = ["linear", "softmax", "sigmoid"][int(rng.integers(3))]
