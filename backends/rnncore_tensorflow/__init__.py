@@ -26,6 +26,7 @@ if keras.backend.backend() != "tensorflow":
         "Set KERAS_BACKEND=tensorflow before anything imports keras, or use rnncore's torch backend."
     )
 
+from .device import FRAMEWORK, device_of, gpu_count, tf32
 from .distributed import start_distributed
 from .export import EXPORT_FORMATS, ExportError, export, run_exported
 from .files import load_keras_file
@@ -38,13 +39,16 @@ NAME = "tensorflow"
 
 __all__ = [
     "EXPORT_FORMATS",
+    "FRAMEWORK",
     "NAME",
     "ExportError",
     "Trainer",
     "build",
+    "device_of",
     "export",
     "from_native",
     "get_weights",
+    "gpu_count",
     "load_keras_file",
     "make_trainer",
     "owns",
@@ -55,5 +59,6 @@ __all__ = [
     "set_weights",
     "spec_of",
     "start_distributed",
+    "tf32",
     "value_and_grad",
 ]

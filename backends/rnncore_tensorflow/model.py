@@ -12,6 +12,7 @@ from rnncore.spec import ModelSpec
 from rnncore.weights import Weights, check_weights, head_layer_names
 
 from . import convert, naming
+from .device import DEVICE_ATTR, placement
 from .layers import HeadActivation, SequencePooling, StepMask, ZeroPaddedSteps
 
 # Where the spec lives on a built model. A plain attribute: Keras does not save it, so a
@@ -184,7 +185,7 @@ def _graph(spec: ModelSpec, layers: LayerSource, masks: str) -> keras.Model:
     return keras.Model([x, lengths], outputs, name="rnncore")
 
 
-def build(spec: ModelSpec, weights: Mapping[str, np.ndarray]) -> keras.Model:
+def build(spec: ModelSpec, weights: Mapping[str, np.ndarray], device: str | None = None) -> keras.Model:
     """A functional `keras.Model` for `spec`, holding `weights` (canonical layout).
 
     The model takes `[inputs, lengths]`: token ids `(B, T)` int64 or features `(B, T, F)`,
@@ -194,8 +195,10 @@ def build(spec: ModelSpec, weights: Mapping[str, np.ndarray]) -> keras.Model:
         >>> model = build(spec, rnncore.init_weights(spec))
         >>> logits = model([ids, lengths], training=False)
     """
-    model = _graph(spec, _new_layer, masks="needed")
+    with placement(device):  # `device`: a resolved rnncore device, or None for TensorFlow's choice
+        model = _graph(spec, _new_layer, masks="needed")
     setattr(model, SPEC_ATTR, spec)
+    setattr(model, DEVICE_ATTR, device)
     set_weights(model, weights)
     return model
 

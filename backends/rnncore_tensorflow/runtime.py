@@ -29,6 +29,7 @@ filled in for unpadded batches) as one of the paths timed.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import weakref
@@ -115,6 +116,18 @@ def xla_enabled() -> bool:
     return os.environ.get("RNNCORE_KERAS_XLA", "1") != "0"
 
 
+@functools.cache
+def sees_gpu() -> bool:
+    """Whether TensorFlow runs on a GPU in this process (fixed once its runtime has started).
+
+    There Keras' LSTM and GRU layers take cuDNN's kernels, which XLA cannot compile (Keras sets
+    `supports_jit = False` on such layers itself), so the XLA-compiled variants of the forward
+    pass and of the whole training step are left out: every batch takes the graph. Untested on
+    a GPU (see docs/gpu.md).
+    """
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
 Shape = tuple[int, int]
 GRAPH = "graph"
 SHAPED = "graph_for_shape"  # the graph traced again for one exact batch shape (static sizes)
@@ -166,7 +179,7 @@ class PathChooser:
         self._verdict: dict[Shape, str] = {}  # the path a shape stays on, once the trials are done
         self._led: dict[Shape, str] = {}  # the path whose lead call just ran: its trial is next
         self._compile_s = XLA_COMPILE_S_GUESS
-        if not xla_enabled():
+        if not xla_enabled() or sees_gpu():
             self.variants = []
 
     @property

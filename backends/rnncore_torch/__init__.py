@@ -11,6 +11,7 @@ from rnncore.spec import ModelSpec
 from rnncore.weights import Weights
 
 from .convert import load_canonical, to_canonical
+from .device import FRAMEWORK, device_of, gpu_count, tf32, torch_device
 from .distributed import start_distributed
 from .export import EXPORT_FORMATS, ExportError, export, run_exported
 from .files import load_state_dict_file
@@ -22,14 +23,17 @@ NAME = "torch"
 
 __all__ = [
     "EXPORT_FORMATS",
+    "FRAMEWORK",
     "NAME",
     "ExportError",
     "RnnModel",
     "Trainer",
     "build",
+    "device_of",
     "export",
     "from_native",
     "get_weights",
+    "gpu_count",
     "load_state_dict_file",
     "make_trainer",
     "owns",
@@ -40,14 +44,18 @@ __all__ = [
     "set_weights",
     "spec_of",
     "start_distributed",
+    "tf32",
     "value_and_grad",
 ]
 
 
-def build(spec: ModelSpec, weights: Weights) -> RnnModel:
-    """A `RnnModel` (a plain nn.Module) holding `weights`, in eval mode."""
+def build(spec: ModelSpec, weights: Weights, device: str | None = None) -> RnnModel:
+    """A `RnnModel` (a plain nn.Module) holding `weights`, in eval mode, on `device` (a resolved
+    rnncore device, `cpu` or `cuda:N`; None: the CPU, torch's own default)."""
     model = RnnModel(spec)
     load_canonical(model, spec, weights)
+    if device is not None:
+        model.to(torch_device(device))
     return model.eval()
 
 

@@ -160,8 +160,10 @@ class RnnModel(nn.Module):
         """Whether a padded batch runs faster over the whole padded tensor than packed.
 
         Only on CPU, where torch's packed RNN steps through time in small slices (cuDNN runs
-        packed batches natively; unmeasured there), and not for ReLU RNNs, whose state can grow
-        without bound over a long run of padding (inf * 0 = nan in the weight gradients).
+        packed batches natively: `benchmarks/gpu_check.sh` times packed against unpacked
+        hand-written cuDNN code to tell whether a GPU wants this too), and not for ReLU RNNs,
+        whose state can grow without bound over a long run of padding (inf * 0 = nan in the
+        weight gradients).
         """
         enc = self.spec.encoder
         if lengths is None or x.device.type != "cpu" or (enc.cell == "rnn" and enc.nonlinearity == "relu"):

@@ -27,8 +27,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import bundle
-from ..api import build, set_weights, spec_of
-from ..data import DataError, LabelVocab, load_bundled, read_conll, read_npz, read_texts, split
+from ..api import build, device_of, set_weights, spec_of
+from ..baselines import most_frequent_tag
+from ..data import DataError, LabelVocab, SequenceDataset, TaggedDataset, TextDataset, load_bundled, split
+from ..data.formats import ReaderRequest, choose_reader, describe, read_with, request_from, suffix_format
+from ..data.summary import render, summarize
+from ..device import Device, device_for
 from ..jsonfile import read_json
 from ..registry import ALIASES, get_backend
 from ..spec import ModelSpec
@@ -61,21 +65,42 @@ class RunError(ValueError):
 
 
 # ---- data ------------------------------------------------------------------------------------
-def read_dataset(source: str, task: str, columns: tuple[str, str] = ("text", "label")) -> Any:
+TASK_DATA = {
+    "text-classification": TextDataset,
+    "tagging": TaggedDataset,
+    "sequence-classification": SequenceDataset,
+}
+
+
+def choose_data_reader(source: str, task: str, request: ReaderRequest | None = None) -> dict[str, Any]:
+    """Reader settings for a file/folder path or `bundled:NAME` (see `rnncore.data.formats`);
+    `request` holds the user's choices (default: none, the file decides)."""
+    if source.startswith(BUNDLED_PREFIX):
+        return {"format": "bundled", "name": source[len(BUNDLED_PREFIX) :]}
+    if not Path(source).exists():
+        raise RunError(f"no such data file or folder: {source}")
+    return choose_reader(source, task, request or ReaderRequest())
+
+
+def read_dataset(
+    source: str,
+    task: str,
+    columns: tuple[str, str] = ("text", "label"),
+    settings: dict[str, Any] | None = None,
+) -> Any:
     """A dataset for `task` from a file/folder path or `bundled:NAME`.
 
-    `columns` names the text and label columns (or JSONL fields) of table files.
+    `settings` says how to read it (from `choose_data_reader` or a run's run.json); without
+    them the file decides, with `columns` naming the text and label columns of table files.
     """
-    if source.startswith(BUNDLED_PREFIX):
-        return load_bundled(source[len(BUNDLED_PREFIX) :])
-    path = Path(source)
-    if not path.exists():
-        raise RunError(f"no such data file or folder: {source}")
-    if task == "text-classification":
-        return read_texts(path, *columns)
-    if task == "tagging":
-        return read_conll(path)
-    return read_npz(path)
+    if settings is None:
+        settings = choose_data_reader(
+            source, task, ReaderRequest(text_column=columns[0], label_column=columns[1])
+        )
+    data = load_bundled(settings["name"]) if settings["format"] == "bundled" else read_with(source, settings)
+    if not isinstance(data, TASK_DATA[task]):
+        raise RunError(f"{source} holds a {type(data).__name__}, which {task} cannot train on")
+    return data
 
 
 def split_dataset(data: Any, seed: int) -> dict[str, Any]:
@@ -277,8 +302,19 @@ def train_run(
     resume: bool = False,
     progress: bool = True,
     distributed: Worker | None = None,
+    reader: ReaderRequest | None = None,
+    report: Callable[[str], None] | None = None,
+    device: str | Device = "auto",
 ) -> dict[str, Any]:
     """Train on `data`, write the run folder `out`, return the test (or validation) metrics.
+
+    How the data is read follows from the file (`rnncore.data.formats`); `reader` holds the
+    user's own choices (columns, tag field, format), default: `columns` for table files. What
+    was read is summed up (`rnncore.data.summary`) in run.json and, before training, handed
+    to `report` (the CLI prints it).
+
+    `device` is auto (a GPU when the backend sees one), cpu, cuda or cuda:N; the device used is
+    recorded in run.json. Checkpoints hold CPU arrays, so a run resumes on any device.
 
     With `distributed` (this process's place in a multi-process run, from
     `rnncore.train.distributed.start_worker`) every process reads the data and trains on its
@@ -293,19 +329,25 @@ def train_run(
     chief = distributed is None or distributed.rank == 0
     if chief:  # only rank 0 writes: another rank could see the folder rank 0 just made
         check_run_folder(run, overwrite, resume)
-    dataset = read_dataset(data, task, columns)
+    request = reader or ReaderRequest(text_column=columns[0], label_column=columns[1])
+    settings = choose_data_reader(data, task, request)
+    dataset = read_dataset(data, task, settings=settings)
     if len(dataset) < 3:
         raise RunError(f"{data} holds {len(dataset)} examples; need at least 3 to train and evaluate")
     parts = split_dataset(dataset, config.seed)
-    if valid is not None:
-        parts["valid"] = read_dataset(valid, task, columns)
+    if valid is not None:  # read with the same choices; its own layout is detected again
+        parts["valid"] = read_dataset(valid, task, settings=choose_data_reader(valid, task, request))
+    summary = summarize(task, parts, describe(settings), data)
+    if report is not None and chief:
+        report(render(summary))
     encoder = fit_encoder(task, parts["train"], config.max_len, inventory=dataset)
     encoded = {name: encoder.encode(part, f"the {name} split") for name, part in parts.items()}
     spec = spec or default_spec(task, encoder, dataset)
     if encoder.tokenizer is not None:
         _check_vocab(encoder, spec)
+    placed = _placement(backend, device, distributed)
     with contextlib.nullcontext() if distributed is None else distributed.scope():
-        model = build(spec, backend=backend, seed=config.seed)  # TensorFlow: mirrored variables
+        model = build(spec, backend=backend, seed=config.seed, device=placed)  # TensorFlow: mirrored
     make_trainer = get_backend(backend).make_trainer if distributed is None else distributed.make_trainer
     start_epoch, history, trainer, best_weights = 0, History(), None, None
     if resume:
@@ -318,7 +360,8 @@ def train_run(
         run.mkdir(parents=True, exist_ok=True)
         processes = 1 if distributed is None else distributed.world_size
         run_info = {"format": RUN_FORMAT, "task": task, "data": data, "valid": valid, "backend": backend,
-                    "columns": list(columns), "train": config.to_dict(), "processes": processes}  # fmt: skip
+                    "columns": list(columns), "reader": settings, "train": config.to_dict(),
+                    "processes": processes, "data_summary": summary, "device": device_of(model)}  # fmt: skip
         (run / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
 
     def on_epoch_end(epoch: int, hist: History, tr: Any) -> None:
@@ -334,6 +377,14 @@ def train_run(
     (run / "history.json").write_text(json.dumps(history.to_dict(), indent=2) + "\n", encoding="utf-8")
     _plot_history(history, run / "history.png")
     return evaluate(model, encoded["test"], label_names=encoder.labels.labels)
+
+
+def _placement(backend: str, device: str | Device, distributed: Worker | None) -> Device | None:
+    """The device to build on: `device` resolved, or, in a distributed run, the worker's own
+    choice (None: each process takes the GPU of its local rank, or the CPU)."""
+    if distributed is not None:
+        return None
+    return device_for(get_backend(backend), device)
 
 
 def check_run_folder(run: Path, overwrite: bool, resume: bool) -> None:
@@ -447,17 +498,23 @@ def _check_run_info(info: Any, where: Path) -> None:
     if info.get("task") not in TASKS:
         raise RunError(f"{where}: task is {info.get('task')!r}; expected one of {', '.join(TASKS)}")
     backend, data = info.get("backend"), info.get("data")
+    reader = info.get("reader")
+    if reader is not None and not (isinstance(reader, dict) and isinstance(reader.get("format"), str)):
+        raise RunError(f'{where}: "reader" must be an object naming the data "format" (or be absent)')
     if not (isinstance(backend, str) and backend.lower() in ALIASES and isinstance(data, (str, type(None)))):
         raise RunError(f'{where}: "backend" must name a backend and "data" a data source')
     if not (integer(train.get("max_len")) and train["max_len"] >= 1 and integer(train.get("seed"))):
         raise RunError(f"{where}: max_len must be an integer >= 1 and seed an integer")
 
 
-def load_run(run: str | Path, backend: str | None = None) -> tuple[Any, Encoder, dict[str, Any]]:
-    """The model of a run folder or any bundle on `backend` (default: the one that wrote it)."""
+def load_run(
+    run: str | Path, backend: str | None = None, device: str | None = None
+) -> tuple[Any, Encoder, dict[str, Any]]:
+    """The model of a run folder or any bundle on `backend` (default: the one that wrote it),
+    on `device` (see `rnncore.build`; a run trained on a GPU loads on a CPU and back)."""
     run = Path(run)
     info = _run_info(run)
-    model = bundle.load(run, backend=backend or info["backend"])
+    model = bundle.load(run, backend=backend or info["backend"], device=device)
     tokenizer = None
     tokenizer_folder = bundle.tokenizer_folder(run)  # refuses links out of the bundle
     if tokenizer_folder is not None:
@@ -475,25 +532,95 @@ def evaluate_run(
     split_name: str = "test",
     backend: str | None = None,
     columns: tuple[str, str] | None = None,
+    tag_column: str | int | None = None,
+    scheme: str | None = None,
+    mode: str = "default",
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of a run's model on `data` (default: the held-out split of its training data).
 
-    `columns` names the text and label columns of a table file (default: the run's own, or
-    text/label for a bundle that is not a training run).
+    The data is read as the run read its own (run.json's "reader"): the same columns, tag
+    field or token column, with the layout of another file detected again. `columns` (text
+    and label columns of a table file) and `tag_column` override those choices; a bundle that
+    is not a training run reads text/label and, for tagging, UPOS or the last column.
+
+    A tagging run adds "tagging": the report of `rnncore.train.tagging.tagging_report`,
+    entities read in `scheme` (default: inferred from the tags) and `mode`, beside the
+    most-frequent-tag baseline of the run's training split.
     """
-    model, encoder, info = load_run(run, backend)
+    model, encoder, info = load_run(run, backend, device)
+    if info["task"] != "tagging" and (scheme is not None or mode != "default"):
+        raise RunError(f"{run} is a {info['task']} run; entity schemes and modes apply to tagging runs")
     source = data or info["data"]
     if source is None:
         raise RunError(f"{run} is a model bundle, not a training run: say which data to score with --data")
     _check_usable(run, encoder)
-    dataset = read_dataset(source, info["task"], columns or tuple(info.get("columns", ("text", "label"))))
+    settings = _evaluation_reader(source, info, columns, tag_column)
+    dataset = read_dataset(source, info["task"], settings=settings)
+    whole = dataset
     if data is None or data == info["data"]:
         dataset = split_dataset(dataset, int(info["train"]["seed"]))[split_name]
     try:
         encoded = encoder.encode(dataset, f"{source}")
     except DataError as err:
         raise RunError(str(err)) from None
-    return evaluate(model, encoded, label_names=encoder.labels.labels)
+    scores: dict[str, Any] = evaluate(model, encoded, label_names=encoder.labels.labels)
+    if info["task"] == "tagging":
+        as_trained = source == info["data"] and columns is None and tag_column is None
+        read = whole if as_trained else None  # else the training data is read as the run read it
+        scores["tagging"] = _tagging_report(model, encoder, encoded, dataset, info, read, scheme, mode)
+    return scores
+
+
+def _tagging_report(
+    model: Any,
+    encoder: Encoder,
+    encoded: Encoded,
+    dataset: Any,
+    info: dict[str, Any],
+    training_data: Any,
+    scheme: str | None,
+    mode: str,
+) -> dict[str, Any]:
+    """The model's tagging report beside the most-frequent-tag baseline of its training split."""
+    from .tagging import tagging_report
+
+    train, missing = _training_split(info, training_data)
+    baseline = None if train is None else most_frequent_tag(train.sentences, train.tags)
+    names = encoder.labels.labels
+    report = tagging_report(model, encoded, dataset.sentences, names, baseline, scheme, mode)
+    if missing:
+        report["baseline_missing"] = missing
+    return report
+
+
+def _training_split(info: dict[str, Any], data: Any = None) -> tuple[Any, str | None]:
+    """(the run's training split, None), or (None, why there is none); `data`: the run's
+    data when already read."""
+    if info["data"] is None:
+        return None, "a plain bundle has no training split to fit the baseline on"
+    if data is None:
+        try:
+            settings = _evaluation_reader(info["data"], info, None, None)
+            data = read_dataset(info["data"], info["task"], settings=settings)
+        except (RunError, DataError) as err:
+            return None, f"the run's training data cannot be read ({err})"
+    return split_dataset(data, int(info["train"]["seed"]))["train"], None
+
+
+def _evaluation_reader(
+    source: str, info: dict[str, Any], columns: tuple[str, str] | None, tag_column: str | int | None
+) -> dict[str, Any]:
+    recorded = info.get("reader")
+    overrides: dict[str, Any] = {"tag_column": tag_column}
+    if columns is not None:
+        overrides.update(text_column=columns[0], label_column=columns[1])
+    if recorded is not None and source == info["data"] and columns is None and tag_column is None:
+        return dict(recorded)  # the training file itself, exactly as it was read
+    if recorded is None:  # a run from before run.json recorded its reader, or a plain bundle
+        text, label = info.get("columns", ("text", "label"))
+        recorded = {"text_column": text, "label_column": label}
+    return choose_data_reader(source, info["task"], request_from(recorded, **overrides))
 
 
 def _check_usable(folder: str | Path, encoder: Encoder) -> None:
@@ -506,10 +633,28 @@ def _check_usable(folder: str | Path, encoder: Encoder) -> None:
         raise RunError(f"{folder} has no labels.json; save the bundle with its label names")
 
 
-def predict_texts(run: str | Path, texts: list[str], backend: str | None = None) -> list[dict[str, Any]]:
+def table_texts(run: str | Path, path: str | Path) -> list[str] | None:
+    """The texts of a .csv/.tsv/.jsonl file to classify, from the run's own text column; None
+    for any other file (read as one text per line). A table's header and label column are
+    not texts: read line by line they would be classified too."""
+    fmt = suffix_format(path)
+    if fmt not in ("csv", "tsv", "jsonl"):
+        return None
+    info = _run_info(Path(run))
+    recorded = info.get("reader") or {}
+    column = recorded.get("text_column", info.get("columns", ("text",))[0])
+    # Predicting needs no labels: naming the text column as both reads every row's text and
+    # checks it, whether or not the file has a label column.
+    settings = {"format": fmt, "text_column": column, "label_column": column}
+    return list(read_with(path, settings).texts)
+
+
+def predict_texts(
+    run: str | Path, texts: list[str], backend: str | None = None, device: str | None = None
+) -> list[dict[str, Any]]:
     from ..api import predict
 
-    model, encoder, info = load_run(run, backend)
+    model, encoder, info = load_run(run, backend, device)
     _check_usable(run, encoder)
     if info["task"] != "text-classification":
         raise RunError(f"{run} is a {info['task']} run; `predict` with texts needs a text-classification run")
