@@ -160,3 +160,26 @@ def test_verified_imports_do_not_warn():
     with torch.no_grad():
         native = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(rnncore.reference_forward(spec, weights, x), native, atol=1e-5)
+
+
+class RecordsTF32(GRUSteps):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[bool] = []
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        self.seen.append(torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
+        return super().forward(text)
+
+
+def test_the_probe_runs_without_tensorfloat32_and_puts_the_settings_back():
+    torch.manual_seed(0)
+    model = RecordsTF32()
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        from_native(model)
+        assert model.seen[-2:] == [False, False]  # both probe calls (after the trace), full float32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
