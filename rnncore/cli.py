@@ -152,7 +152,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             task=args.task, data=data, out=args.out, backend=args.backend, spec=spec, config=config,
             valid=args.valid, columns=(args.text_column, args.label_column), overwrite=args.overwrite,
             resume=args.resume, progress=not args.quiet, distributed=worker, reader=_reader_request(args),
-            report=lambda block: print(block, flush=True), device=device,
+            report=lambda block: print(block, flush=True), device=device, use_crf=args.crf,
+            constrain=args.constrain_decoding,
         )  # fmt: skip
     if worker is None or worker.rank == 0:
         print("held-out test split: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
@@ -232,7 +233,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     mode = "strict" if args.strict else "default"
     scores = evaluate_run(
         args.run, args.data, args.split, args.backend, columns, args.tag_column,
-        scheme=args.scheme, mode=mode, device=str(args.device),
+        scheme=args.scheme, mode=mode, device=str(args.device), constrain=args.constrain_decoding,
     )  # fmt: skip
     if args.json:
         print(json.dumps(scores))
@@ -336,6 +337,13 @@ def _add_train_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--lr", type=float, help="learning rate")
     command.add_argument("--max-len", type=int, help="longest sequence kept (tokens or steps)")
     command.add_argument("--seed", type=int, help="seed for the split, weights and batch order")
+
+
+def _add_constrain_option(command: argparse.ArgumentParser, text: str) -> None:
+    from .crf import SCHEMES
+
+    command.add_argument("--constrain-decoding", choices=SCHEMES, metavar="SCHEME",
+                         help=f"{text}; one of {', '.join(SCHEMES)}")  # fmt: skip
 
 
 def _tag_column(value: str) -> str | int:
@@ -483,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--crf", action="store_true",
+                       help="tagging: a CRF output layer (tag-path loss, Viterbi decoding)")  # fmt: skip
+    _add_constrain_option(train, "tagging: decode only tag sequences legal in SCHEME (remembered by the run)")
     _add_train_options(train)
     _add_device_option(train)
     train.add_argument("--precision", choices=["float32", "bf16", "fp16"], default="float32",
@@ -508,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="tagging: seqeval's strict entities, not conlleval's"
     )
     _add_device_option(evaluate)
+    _add_constrain_option(
+        evaluate, "tagging: decode only tag sequences legal in SCHEME (default: as trained)"
+    )
     evaluate.set_defaults(handler=cmd_evaluate)
 
     predict = commands.add_parser("predict", help="classify texts with a trained run")

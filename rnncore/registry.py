@@ -24,6 +24,10 @@ A backend is a module (`rnncore_torch`, `rnncore_tensorflow`) exposing the same 
     value_and_grad(model, inputs, lengths, cotangent)
         -> (outputs, canonical weight grads, input grads or None)
         # grads of sum(outputs * cotangent), eval mode; input grads for features only
+    decode(model, inputs, lengths, allowed=None) -> (B, T) int64   # a tagger's tag paths
+        # Viterbi for a CRF head, argmax or constrained Viterbi for softmax (rnncore.crf.decode)
+    crf_log_likelihood_and_grads(emissions, tags, lengths, weights, cotangent)
+        -> (log-likelihood (B,), grads of sum(ll * cotangent): emissions and crf.* weights)
 
 Nothing outside this module compares backend names as strings.
 """

@@ -40,11 +40,20 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from rnncore.crf import Allowed
 from rnncore.spec import ModelSpec
 from rnncore.weights import Weights
 
 from . import convert
-from .model import full_length_twin, fully_masked_twin, masks_every_layer, masks_some_layer, spec_of
+from .crf import decode_outputs
+from .model import (
+    crf_layer,
+    full_length_twin,
+    fully_masked_twin,
+    masks_every_layer,
+    masks_some_layer,
+    spec_of,
+)
 
 
 class _TracedOnReuse:
@@ -432,7 +441,12 @@ class _Runner:
                 outputs = forward(x, lengths)
                 loss = tf.reduce_sum(outputs * cotangent)
             sources = [*variables, x] if features else variables
-            grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            grads = tape.gradient(loss, sources)
+            # A CRF's weights do not reach the outputs (its layer passes them through): zero.
+            # (UnconnectedGradients.ZERO fails on Keras variables, whose dtype is a string.)
+            grads = [
+                tf.zeros(s.shape, s.dtype) if g is None else g for g, s in zip(grads, sources, strict=True)
+            ]
             return outputs, dense(grads)  # callers want numpy arrays of every weight's shape
 
         compiled = {"xla_masked": lambda: _eval_call(fully_masked_twin(self._model_alive()))}
@@ -501,6 +515,15 @@ def predict(model: Any, inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     lengths = lengths.astype(np.int32)
     out = _runner(model).forward_for(inputs, lengths)(inputs, lengths)
     return np.asarray(out, dtype=spec_of(model).dtype)
+
+
+def decode(model: Any, inputs: np.ndarray, lengths: np.ndarray, allowed: Allowed | None = None) -> np.ndarray:
+    """A tagger's best tag paths (B, T) int64: Viterbi for a CRF head, argmax (or constrained
+    Viterbi over log-probabilities, under `allowed`) for a softmax one."""
+    head = spec_of(model).head
+    assert head is not None
+    outputs = tf.constant(predict(model, inputs, lengths))
+    return decode_outputs(head.num_outputs, crf_layer(model), outputs, tf.constant(lengths), allowed).numpy()
 
 
 def value_and_grad(

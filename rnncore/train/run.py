@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import bundle
+from .. import bundle, crf
 from ..api import build, device_of, set_weights, spec_of
 from ..baselines import most_frequent_tag
 from ..data import DataError, LabelVocab, SequenceDataset, TaggedDataset, TextDataset, load_bundled, split
@@ -305,6 +305,8 @@ def train_run(
     reader: ReaderRequest | None = None,
     report: Callable[[str], None] | None = None,
     device: str | Device = "auto",
+    use_crf: bool = False,
+    constrain: str | None = None,
 ) -> dict[str, Any]:
     """Train on `data`, write the run folder `out`, return the test (or validation) metrics.
 
@@ -315,6 +317,9 @@ def train_run(
 
     `device` is auto (a GPU when the backend sees one), cpu, cuda or cuda:N; the device used is
     recorded in run.json. Checkpoints hold CPU arrays, so a run resumes on any device.
+    Tagging only: `use_crf` puts a CRF on the model's head (the default model's or `spec`'s);
+    `constrain` names the tag scheme (IOB1, IOB2, IOBES) whose illegal tag sequences decoding
+    avoids, on a CRF or softmax tagger alike; the run remembers it for `evaluate`.
 
     With `distributed` (this process's place in a multi-process run, from
     `rnncore.train.distributed.start_worker`) every process reads the data and trains on its
@@ -325,6 +330,7 @@ def train_run(
     if task not in TASKS:
         raise RunError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     config = config or DEFAULT_TRAIN[task]
+    _check_decoding_options(task, use_crf, constrain)
     run = Path(out)
     chief = distributed is None or distributed.rank == 0
     if chief:  # only rank 0 writes: another rank could see the folder rank 0 just made
@@ -343,6 +349,10 @@ def train_run(
     encoder = fit_encoder(task, parts["train"], config.max_len, inventory=dataset)
     encoded = {name: encoder.encode(part, f"the {name} split") for name, part in parts.items()}
     spec = spec or default_spec(task, encoder, dataset)
+    if use_crf:
+        spec = _with_crf(spec)
+    if constrain is not None:
+        _check_scheme(encoder, constrain)
     if encoder.tokenizer is not None:
         _check_vocab(encoder, spec)
     placed = _placement(backend, device, distributed)
@@ -361,7 +371,8 @@ def train_run(
         processes = 1 if distributed is None else distributed.world_size
         run_info = {"format": RUN_FORMAT, "task": task, "data": data, "valid": valid, "backend": backend,
                     "columns": list(columns), "reader": settings, "train": config.to_dict(),
-                    "processes": processes, "data_summary": summary, "device": device_of(model)}  # fmt: skip
+                    "processes": processes, "data_summary": summary, "device": device_of(model),
+                    "constrain_decoding": constrain}  # fmt: skip
         (run / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
 
     def on_epoch_end(epoch: int, hist: History, tr: Any) -> None:
@@ -373,10 +384,31 @@ def train_run(
                   shard=None if distributed is None else distributed.shard)  # fmt: skip
     if not chief:
         return {}
-    _write_final_bundle(run, model, encoder, task, config)
+    _write_final_bundle(run, model, encoder, task, config, constrain)
     (run / "history.json").write_text(json.dumps(history.to_dict(), indent=2) + "\n", encoding="utf-8")
     _plot_history(history, run / "history.png")
-    return evaluate(model, encoded["test"], label_names=encoder.labels.labels)
+    return evaluate(model, encoded["test"], label_names=encoder.labels.labels, constrain=constrain)
+
+
+def _check_decoding_options(task: str, use_crf: bool, constrain: str | None) -> None:
+    if (use_crf or constrain is not None) and task != "tagging":
+        flag = "--crf" if use_crf else "--constrain-decoding"
+        raise RunError(f"{flag} is for --task tagging (it decodes tag sequences), not {task}")
+    if constrain is not None and constrain not in crf.SCHEMES:
+        raise RunError(f"--constrain-decoding {constrain!r}: choose one of {', '.join(crf.SCHEMES)}")
+
+
+def _with_crf(spec: ModelSpec) -> ModelSpec:
+    if spec.head is None or spec.head.task != "tagging":
+        raise RunError("--crf needs a tagging spec (head.task 'tagging', pooling 'none')")
+    return spec.replace(head={**spec.head.to_dict(), "crf": True})
+
+
+def _check_scheme(encoder: Encoder, scheme: str) -> None:
+    try:
+        crf.allowed_transitions(encoder.labels.labels, scheme)
+    except ValueError as err:
+        raise RunError(f"--constrain-decoding {scheme}: {err}") from None
 
 
 def _placement(backend: str, device: str | Device, distributed: Worker | None) -> Device | None:
@@ -395,7 +427,9 @@ def check_run_folder(run: Path, overwrite: bool, resume: bool) -> None:
         raise RunError(f"cannot resume: {run} does not exist")
 
 
-def _write_final_bundle(run: Path, model: Any, encoder: Encoder, task: str, config: TrainConfig) -> None:
+def _write_final_bundle(
+    run: Path, model: Any, encoder: Encoder, task: str, config: TrainConfig, constrain: str | None = None
+) -> None:
     """Make the run folder itself a bundle holding the final model.
 
     The bundle is written whole beside the run, then moved in file by file with config.json
@@ -404,7 +438,8 @@ def _write_final_bundle(run: Path, model: Any, encoder: Encoder, task: str, conf
     """
     staged = run / "final.tmp"
     bundle.save(model, staged, labels=list(encoder.labels.labels), tokenizer=encoder.tokenizer,
-                extra={"task": task, "max_len": config.max_len}, overwrite=True)  # fmt: skip
+                extra={"task": task, "max_len": config.max_len, "constrain_decoding": constrain},
+                overwrite=True)  # fmt: skip
     (run / bundle.CONFIG).unlink(missing_ok=True)
     for name in (bundle.WEIGHTS, bundle.LABELS):
         os.replace(staged / name, run / name)
@@ -483,7 +518,8 @@ def _run_info(folder: Path) -> dict[str, Any]:
     task = config.get("task") or task_of(spec)
     max_len = config.get("max_len") or TrainConfig().max_len
     info = {"task": task, "data": None, "backend": config.get("backend", "torch"),
-            "train": {"max_len": max_len, "seed": 0}}  # fmt: skip
+            "train": {"max_len": max_len, "seed": 0},
+            "constrain_decoding": config.get("constrain_decoding")}  # fmt: skip
     _check_run_info(info, folder / bundle.CONFIG)
     return info
 
@@ -505,6 +541,8 @@ def _check_run_info(info: Any, where: Path) -> None:
         raise RunError(f'{where}: "backend" must name a backend and "data" a data source')
     if not (integer(train.get("max_len")) and train["max_len"] >= 1 and integer(train.get("seed"))):
         raise RunError(f"{where}: max_len must be an integer >= 1 and seed an integer")
+    if info.get("constrain_decoding") not in (None, *crf.SCHEMES):
+        raise RunError(f"{where}: constrain_decoding must be null or one of {', '.join(crf.SCHEMES)}")
 
 
 def load_run(
@@ -536,6 +574,7 @@ def evaluate_run(
     scheme: str | None = None,
     mode: str = "default",
     device: str | None = None,
+    constrain: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of a run's model on `data` (default: the held-out split of its training data).
 
@@ -547,6 +586,9 @@ def evaluate_run(
     A tagging run adds "tagging": the report of `rnncore.train.tagging.tagging_report`,
     entities read in `scheme` (default: inferred from the tags) and `mode`, beside the
     most-frequent-tag baseline of the run's training split.
+
+    `constrain` (a tag scheme) decodes a tagger under that scheme's constraints; by default a run
+    decodes as it was trained to (`train_run`'s `constrain`).
     """
     model, encoder, info = load_run(run, backend, device)
     if info["task"] != "tagging" and (scheme is not None or mode != "default"):
@@ -564,11 +606,17 @@ def evaluate_run(
         encoded = encoder.encode(dataset, f"{source}")
     except DataError as err:
         raise RunError(str(err)) from None
-    scores: dict[str, Any] = evaluate(model, encoded, label_names=encoder.labels.labels)
+    constrain = constrain or info.get("constrain_decoding")
+    _check_decoding_options(info["task"], False, constrain)
+    if constrain is not None:
+        _check_scheme(encoder, constrain)
+    scores: dict[str, Any] = evaluate(model, encoded, label_names=encoder.labels.labels, constrain=constrain)
     if info["task"] == "tagging":
         as_trained = source == info["data"] and columns is None and tag_column is None
         read = whole if as_trained else None  # else the training data is read as the run read it
-        scores["tagging"] = _tagging_report(model, encoder, encoded, dataset, info, read, scheme, mode)
+        scores["tagging"] = _tagging_report(
+            model, encoder, encoded, dataset, info, read, scheme, mode, constrain
+        )
     return scores
 
 
@@ -581,6 +629,7 @@ def _tagging_report(
     training_data: Any,
     scheme: str | None,
     mode: str,
+    constrain: str | None = None,
 ) -> dict[str, Any]:
     """The model's tagging report beside the most-frequent-tag baseline of its training split."""
     from .tagging import tagging_report
@@ -588,7 +637,7 @@ def _tagging_report(
     train, missing = _training_split(info, training_data)
     baseline = None if train is None else most_frequent_tag(train.sentences, train.tags)
     names = encoder.labels.labels
-    report = tagging_report(model, encoded, dataset.sentences, names, baseline, scheme, mode)
+    report = tagging_report(model, encoded, dataset.sentences, names, baseline, scheme, mode, constrain)
     if missing:
         report["baseline_missing"] = missing
     return report

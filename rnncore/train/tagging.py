@@ -16,7 +16,7 @@ import numpy as np
 from .. import metrics
 from ..baselines import MostFrequentTag
 from ..entities import infer_scheme
-from .loop import Encoded, predict_batched
+from .loop import Encoded, predict_batched, tag_paths
 from .losses import IGNORE_INDEX
 
 # Rows of the terminal table per tag; --json holds them all (Brown's POS data has 218 tags).
@@ -46,6 +46,7 @@ def tagging_report(
     baseline: MostFrequentTag | None,
     scheme: str | None = None,
     mode: str = "default",
+    constrain: str | None = None,
 ) -> dict[str, Any]:
     """Scores of `model` and of `baseline` on the encoded sentences, JSON-ready.
 
@@ -57,6 +58,9 @@ def tagging_report(
         baseline: the fitted baseline, or None when there is no training split to fit it on.
         scheme: the entity scheme; default inferred from `names` (None: not entity tags).
         mode: "default" or "strict" entity reading (see `rnncore.entities`).
+        constrain: the tag scheme (IOB1, IOB2, IOBES) whose illegal sequences the model's
+            decoding avoids (`rnncore.crf`); the model's tags are its decoded paths (Viterbi
+            for a CRF head).
 
     Returns:
         {"metric": "entity" or "token_accuracy", "scheme", "mode" (entities only),
@@ -69,7 +73,8 @@ def tagging_report(
             "strict entity scores need entity tags (O, B-X, I-X, ...); this run's tags are not, "
             f"e.g. {', '.join(map(repr, names[:3]))}"
         )
-    predicted = predict_batched(model, encoded).argmax(axis=-1)
+    logits = predict_batched(model, encoded)
+    predicted = tag_paths(model, logits, encoded.lengths, encoded.targets, names, constrain)
     true_rows, pred_rows = word_rows(encoded, predicted, names)
     guessed = None
     if baseline is not None:
