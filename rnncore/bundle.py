@@ -109,10 +109,12 @@ def save(
     extra: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     parity: Sequence[ParityRow] = (),
+    notes: Sequence[str] = (),
 ) -> Path:
     """Write `model` (from either backend) as a bundle folder; returns its path.
 
-    `parity` adds rows to the model card's parity table (the oracle row is always measured).
+    `parity` adds rows to the model card's parity table (the oracle row is always measured);
+    `notes` adds lines to its Provenance section (e.g. `NativeImport.card_notes()`).
     """
     spec = spec_of(model)
     weights = get_weights(model)
@@ -133,7 +135,7 @@ def save(
             (tmp / LABELS).write_text(json.dumps({"labels": list(labels)}, indent=2) + "\n", encoding="utf-8")
         if tokenizer is not None:
             tokenizer.save(tmp / TOKENIZER)
-        card = render(spec, weights, backend, config["versions"], rows, labels, extra)
+        card = render(spec, weights, backend, config["versions"], rows, labels, extra, notes)
         (tmp / CARD).write_text(card, encoding="utf-8")
 
     write_atomically(Path(folder), fill, overwrite=overwrite)

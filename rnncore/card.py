@@ -59,6 +59,7 @@ def render(
     parity: Sequence[ParityRow],
     labels: Sequence[str] | None = None,
     settings: Mapping[str, Any] | None = None,
+    notes: Sequence[str] = (),
 ) -> str:
     """The card's Markdown. `settings` are the data settings the bundle records (task,
     max_len, columns): the card states them, and its commands are ones that run as written
@@ -80,6 +81,8 @@ def render(
     if labels:
         out.append(f"- labels (class id order): {', '.join(labels)}")
     out += _data_lines(settings)
+    if notes:  # where the model came from, e.g. "import not verified: ..." for from_native
+        out += ["", "## Provenance", "", *[f"- {note}" for note in notes]]
     out += ["", "## Parity", "", "Measured when this bundle was written, on a right-padded batch.", ""]
     out += ["| check | max abs diff | tolerance (atol / rtol) | within |", "|---|---|---|---|"]
     for row in parity:

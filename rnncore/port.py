@@ -19,6 +19,7 @@ import numpy as np
 from . import bundle
 from .api import build, predict
 from .card import ParityRow
+from .native import activate
 from .parity import random_batch
 from .reference import reference_forward
 from .registry import canonical_name, get_backend
@@ -99,14 +100,15 @@ def read_source(source: str | Path, spec: ModelSpec | None = None) -> Source:
             return _from_rnncore_model(
                 "Keras weights file", model, model_spec, keras_backend.get_weights(model)
             )
-        native_spec, weights, activation = keras_backend.read_native(model)
+        reading = keras_backend.read_native(model)
+        assert reading.run.call is not None  # a Keras model can always be called
         return Source(
             "Keras model file (hand-written)",
-            native_spec,
-            weights,
-            lambda x, lengths: np.asarray(model(x, training=False)),
-            output_activation=activation,
-            honours_padding=native_spec.input.padding_idx is not None,
+            reading.spec,
+            reading.weights,
+            reading.run.call,
+            output_activation=reading.run.activation,
+            honours_padding=reading.run.honours_padding,
         )
     raise ValueError(
         f"{path.name}: unknown model file; rnncore ports bundle folders, torch state_dicts "
@@ -122,7 +124,7 @@ def check_port(source: Source, result: Any, target: str, seed: int = 0) -> list[
         lengths = np.full_like(lengths, inputs.shape[1])
     ported = predict(result, inputs, lengths)
     original = np.asarray(source.run(inputs, lengths))
-    as_original = _activate(ported, source.output_activation)
+    as_original = activate(ported, source.output_activation)
     if spec.per_step_output:  # padded steps: rnncore's are zero logits, a hand-written tagger's anything
         valid = (np.arange(inputs.shape[1])[None, :] < lengths[:, None])[:, :, None]
         original, as_original = original * valid, as_original * valid
@@ -133,15 +135,6 @@ def check_port(source: Source, result: Any, target: str, seed: int = 0) -> list[
         ),
         ParityRow(f"{target} (ported) vs numpy oracle", compare(ported, oracle, "outputs", spec.dtype)),
     ]
-
-
-def _activate(logits: np.ndarray, activation: str) -> np.ndarray:
-    if activation == "softmax":
-        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        return shifted / shifted.sum(axis=-1, keepdims=True)
-    if activation == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-logits))
-    return logits
 
 
 def port(

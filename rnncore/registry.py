@@ -15,7 +15,8 @@ A backend is a module (`rnncore_torch`, `rnncore_tensorflow`) exposing the same 
     spec_of(model) -> ModelSpec
     owns(model) -> bool                         # is this one of my models?
     owns_native(model) -> bool                  # is this any model of my framework?
-    from_native(model, **options) -> (ModelSpec, weights)   # import a hand-written model
+    read_native(model, **options) -> NativeReading  # read a hand-written model (rnncore.native verifies)
+    from_native(model, **options) -> (ModelSpec, weights)   # that reading, verified
     EXPORT_FORMATS: tuple[str, ...]             # formats `export` writes
     export(model, path, fmt) -> None            # write the model in a serving format
     run_exported(path, fmt, inputs, lengths) -> ndarray     # run that file, numpy out

@@ -379,8 +379,9 @@ REFUSALS: dict[str, dict[str, Case]] = {
         "two_outputs": (_two_outputs, "two_out", "2 outputs", {}),
         "residual_add": (_residual, "residual", "several tensors", {}),
         "subclassed": (_subclassed, "subclassed", "no layer graph", {}),
+        # an unbuilt Sequential is built from its Embedding; without one it has no declared input
         "unbuilt_sequential": (lambda: keras.Sequential([LSTM(4)], name="lazy"), "lazy",
-                               "no layer graph", {}),
+                               r"declares no input; start it with keras.Input", {}),
     },
     "head": {
         "linear_hidden_dense": (lambda: _tokens_model(LSTM(4), Dense(3, name="h"), Dense(2)), "h",

@@ -2,9 +2,15 @@
 
 The model must be one chain of layers from its one input to its one output::
 
-    Input -> [Embedding] -> (Dropout | LSTM | GRU | SimpleRNN | Bidirectional(...))+
+    Input -> [Embedding] -> (Dropout | LSTM | GRU | SimpleRNN | RNN(cell) | Bidirectional(...))+
           -> [GlobalAveragePooling1D | GlobalMaxPooling1D]
-          -> (Dropout | Dense [-> Activation | LeakyReLU])*
+          -> (Dropout | [BatchNormalization] Dense [-> Activation | LeakyReLU])*
+
+`RNN(LSTMCell | GRUCell | SimpleRNNCell)` runs the cell of the layer of that kind. An
+inference-mode `BatchNormalization` over the last axis right before a Dense is an affine map
+per feature, folded into that Dense's weights. An unbuilt Sequential that starts with an
+Embedding is built as its first call would build it. `rnncore.native.verify` then runs the
+model and the import on a padded probe batch and refuses an import that differs.
 
 Anything else raises `UnsupportedNativeModel(layer, reason)`: rnncore refuses rather than
 approximates. The import is exact for inference on right-padded batches; how each Keras
@@ -50,6 +56,7 @@ by ~1e-9, above the float64 output tolerance; relu and tanh agree to ~1e-16.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +64,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from rnncore.native import UnsupportedNativeModel
+from rnncore.native import NativeReading, NativeRun, UnsupportedNativeModel, fold_normalization
 from rnncore.spec import DTYPES, TASKS, EncoderSpec, HeadSpec, InputSpec, ModelSpec
 from rnncore.weights import Weights, canonical_shapes, check_weights, head_layer_names, iter_layers
 
@@ -65,6 +72,19 @@ from . import convert
 from .model import get_weights, owns, spec_of
 
 _CELLS = {keras.layers.LSTM: "lstm", keras.layers.GRU: "gru", keras.layers.SimpleRNN: "rnn"}
+# keras.layers.RNN(cell) runs the same cell as the layer of that kind
+_CELL_TYPES = {keras.layers.LSTMCell: "lstm", keras.layers.GRUCell: "gru", keras.layers.SimpleRNNCell: "rnn"}
+
+
+def _cell_kind(layer: Any) -> str | None:
+    """ "lstm", "gru" or "rnn" for a Keras recurrent layer of that cell, else None."""
+    if type(layer) in _CELLS:
+        return _CELLS[type(layer)]
+    if type(layer) is keras.layers.RNN:
+        return _CELL_TYPES.get(type(layer.cell))
+    return None
+
+
 _DROPOUTS = (keras.layers.Dropout, keras.layers.SpatialDropout1D)
 # Keras activation functions by identity (a loaded model gets the same function objects).
 _ACTIVATIONS = {
@@ -86,33 +106,39 @@ def owns_native(model: Any) -> bool:
 
 
 def from_native(model: Any, *, task: str | None = None) -> tuple[ModelSpec, Weights]:
-    """The spec and canonical weights of a hand-written Keras 3 model.
+    """`rnncore.from_native` for Keras models: read (see `read_native`), then verified.
 
-    Args:
-        model: a built `keras.Sequential` or functional `keras.Model`, e.g. one loaded with
-            `keras.saving.load_model`. A model built by rnncore returns its own spec.
-        task: the head's task when the output Dense is linear: classification (default),
-            multilabel or regression. Softmax/sigmoid outputs and per-step outputs fix it.
-    Raises:
-        UnsupportedNativeModel: a layer or setting with no exact rnncore equivalent.
     Example:
         >>> spec, weights = from_native(keras.saving.load_model("imdb_bilstm.keras"))
         >>> torch_model = rnncore.build(spec, backend="torch", weights=weights)
     """
-    spec, weights, _ = read_native(model, task=task)
-    return spec, weights
+    from rnncore.native import from_native as verified_import
+
+    return verified_import(model, task=task)
 
 
-def read_native(model: Any, *, task: str | None = None) -> tuple[ModelSpec, Weights, str]:
-    """`from_native`'s spec and weights, and the activation the model applies to the logits.
+def read_native(model: Any, *, task: str | None = None) -> NativeReading:
+    """The spec and canonical weights of a hand-written Keras 3 model, and how to run it.
 
-    The activation is "linear", "softmax" or "sigmoid": apply it to rnncore's logits to
-    compare with the Keras model's own outputs (`rnncore port` does).
+    Args:
+        model: a `keras.Sequential` or functional `keras.Model`, e.g. one loaded with
+            `keras.saving.load_model`. A model built by rnncore returns its own spec.
+        task: the head's task when the output Dense is linear: classification (default),
+            multilabel or regression. Softmax/sigmoid outputs and per-step outputs fix it.
+    Returns:
+        The reading; its `run.activation` ("linear", "softmax" or "sigmoid") is what the
+        model applies to rnncore's logits (`rnncore port` compares after applying it).
+    Raises:
+        UnsupportedNativeModel: a layer or setting with no exact rnncore equivalent.
     """
     if task is not None and task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
+    name = str(getattr(model, "name", type(model).__name__))
     if owns(model):
-        return spec_of(model), get_weights(model), "linear"
+        from . import predict  # here: the package imports this module
+
+        run = NativeRun(lambda inputs, lengths: predict(model, inputs, lengths))
+        return NativeReading(name, spec_of(model), get_weights(model), run)
     graph = _chain(model)
     layers = _Layers(graph.layers)
     input_spec, embedding = _read_input(layers, graph.source)
@@ -127,8 +153,16 @@ def read_native(model: Any, *, task: str | None = None) -> tuple[ModelSpec, Weig
         head=_head_spec(denses, head_rates, pooling == "none", task),
         dtype=_dtype(graph, input_spec),
     )
-    output_activation = denses[-1].activation if denses else "linear"
-    return spec, _weights(spec, embedding, encoder, denses), output_activation
+    run = NativeRun(
+        lambda inputs, lengths: _call(model, inputs),  # Keras masks by itself (mask_zero)
+        activation=denses[-1].activation if denses else "linear",
+        honours_padding=input_spec.padding_idx is not None,
+    )
+    return NativeReading(name, spec, _weights(spec, embedding, encoder, denses), run)
+
+
+def _call(model: Any, inputs: np.ndarray) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(model(inputs, training=False)))
 
 
 # ---- the chain of layers ---------------------------------------------------------------
@@ -167,6 +201,8 @@ def _chain(model: Any) -> _Graph:
 
 
 def _model_io(model: Any) -> tuple[list[Any], list[Any]]:
+    if isinstance(model, keras.Sequential) and not model.built:
+        _build_sequential(model)
     try:
         inputs, outputs = model.inputs, model.outputs
     except (AttributeError, ValueError):  # an unbuilt Sequential has no inputs yet
@@ -178,6 +214,22 @@ def _model_io(model: Any) -> tuple[list[Any], list[Any]]:
             "Sequential with keras.Input(...)); a subclassed keras.Model is only known by running it",
         )
     return list(inputs), list(outputs)
+
+
+def _build_sequential(model: Any) -> None:
+    """Build an unbuilt Sequential the way its first call would: from its embedding's input.
+
+    Layers given `input_shape=` get a Keras Input at construction, so the one left to build
+    here is an Embedding-first model: its input is (batch, steps) ids.
+    """
+    first = model.layers[0] if model.layers else None
+    if type(first) is not keras.layers.Embedding:
+        raise _refuse(
+            model,
+            "is an unbuilt Sequential whose first layer declares no input; start it with "
+            "keras.Input(shape=(None, features)) (or call it once on a batch)",
+        )
+    model.build((None, None))
 
 
 def _main_input(layer: Any, node: Any) -> tuple[Any, list[Any]]:
@@ -258,6 +310,13 @@ def _unknown(layer: Any, expected: str) -> UnsupportedNativeModel:
 def _read_input(layers: _Layers, source: Any) -> tuple[InputSpec, Any | None]:
     first = layers.peek()
     rank = len(source.shape)
+    if type(first) is keras.layers.TextVectorization:
+        raise _refuse(
+            first,
+            "a TextVectorization input: rnncore imports models from token ids; build the model from the "
+            "layer after it (keras.Model(ids, outputs)) and tokenize with rnncore's tokenizer. "
+            "Converting TextVectorization itself is not supported yet",
+        )
     if type(first) is keras.layers.Embedding:
         embedding = layers.take()
         _check_not_quantized(embedding)
@@ -317,7 +376,7 @@ class _Recurrent:
 
 
 def _is_recurrent(layer: Any) -> bool:
-    return type(layer) in _CELLS or type(layer) is keras.layers.Bidirectional
+    return _cell_kind(layer) is not None or type(layer) in (keras.layers.Bidirectional, keras.layers.RNN)
 
 
 def _read_encoder(layers: _Layers) -> tuple[list[_Recurrent], list[float]]:
@@ -362,9 +421,13 @@ def _read_recurrent(layer: Any) -> _Recurrent:
 
 def _check_rnn(rnn: Any, name: str) -> tuple[str, int, str]:
     """(cell, units, nonlinearity) of one Keras RNN layer, or the reason it has no equivalent."""
-    if type(rnn) not in _CELLS:
-        raise UnsupportedNativeModel(name, f"{type(rnn).__name__} is not an LSTM, GRU or SimpleRNN")
-    cell, settings = _CELLS[type(rnn)], rnn.cell
+    cell = _cell_kind(rnn)
+    if cell is None:
+        inner = f" of {type(rnn.cell).__name__}" if type(rnn) is keras.layers.RNN else ""
+        raise UnsupportedNativeModel(
+            name, f"{type(rnn).__name__}{inner} is not an LSTM, GRU or SimpleRNN (layer or cell)"
+        )
+    settings = rnn.cell
     refusals = {
         "stateful=True carries state from batch to batch": rnn.stateful,
         "return_state=True gives several outputs": rnn.return_state,
@@ -462,16 +525,25 @@ class _Dense:
     layer: Any
     activation: str
     negative_slope: float = _LEAKY_RELU_DEFAULT_SLOPE
+    norm: Any = None  # an inference-mode BatchNormalization just before it, folded into it
 
 
 def _read_head(layers: _Layers, per_step: bool) -> tuple[list[_Dense], list[float]]:
     denses: list[_Dense] = []
     rates: list[float] = []
+    norm = None  # a BatchNormalization waiting for the Dense it folds into
     while True:
         rates += layers.dropout_rates()
         layer = layers.peek()
         if layer is None:
+            if norm is not None:
+                raise _refuse(
+                    norm, "BatchNormalization with no Dense after it; rnncore folds it into the next Dense"
+                )
             return denses, rates
+        if type(layer) is keras.layers.BatchNormalization:
+            norm = _read_norm(layers.take(), norm)
+            continue
         if type(layer) is keras.layers.TimeDistributed and per_step:
             layers.take()
             layer = layer.layer  # TimeDistributed(Dense) is Dense on every step
@@ -481,7 +553,34 @@ def _read_head(layers: _Layers, per_step: bool) -> tuple[list[_Dense], list[floa
             raise _unknown(layer, "a Dense or Dropout layer")
         if type(layer) is not keras.layers.Dense:
             raise _unknown(layer, "TimeDistributed(Dense)")
-        denses.append(_read_dense(layer, layers))
+        denses.append(dataclasses.replace(_read_dense(layer, layers), norm=norm))
+        norm = None
+
+
+def _read_norm(layer: Any, pending: Any) -> Any:
+    """A BatchNormalization that inference turns into a per-feature affine map, or the refusal."""
+    rank = len(layer.input.shape)
+    axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+    if pending is not None or [a % rank for a in axes] != [rank - 1]:
+        raise _refuse(
+            layer,
+            "rnncore folds one BatchNormalization over the last axis into the Dense after it; "
+            f"this one normalises axis {layer.axis}" + (" after another" if pending is not None else ""),
+        )
+    return layer
+
+
+def _norm_affine(norm: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Inference-mode BatchNormalization as y = x * scale + shift (float64)."""
+
+    def value(variable: Any) -> np.ndarray:
+        return np.asarray(keras.ops.convert_to_numpy(variable), np.float64)
+
+    mean, var = value(norm.moving_mean), value(norm.moving_variance)
+    gamma = value(norm.gamma) if norm.scale else np.ones_like(mean)
+    beta = value(norm.beta) if norm.center else np.zeros_like(mean)
+    scale = gamma / np.sqrt(var + norm.epsilon)
+    return scale, beta - mean * scale
 
 
 def _read_dense(dense: Any, layers: _Layers) -> _Dense:
@@ -555,7 +654,7 @@ def _parts(layer: Any) -> list[Any]:
         return [layer, *_parts(layer.forward_layer), *_parts(layer.backward_layer)]
     if type(layer) is keras.layers.TimeDistributed:
         return [layer, layer.layer]
-    if type(layer) in _CELLS:
+    if _cell_kind(layer) is not None:
         return [layer, layer.cell]
     return [layer]
 
@@ -593,6 +692,12 @@ def _weights(spec: ModelSpec, embedding: Any, encoder: list[_Recurrent], denses:
         weights.setdefault(name, np.zeros(shape, dtype=spec.dtype))
     if spec.input.padding_idx is not None:
         weights["embedding.weight"][spec.input.padding_idx] = 0.0  # masked in Keras: exact
+    for name, dense in zip(head_layer_names(spec), denses, strict=True):
+        if dense.norm is not None:
+            folded = fold_normalization(
+                weights[f"{name}.weight"], weights[f"{name}.bias"], *_norm_affine(dense.norm)
+            )
+            weights[f"{name}.weight"], weights[f"{name}.bias"] = folded
     return check_weights(spec, weights)
 
 

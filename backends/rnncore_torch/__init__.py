@@ -19,7 +19,7 @@ from .distributed import start_distributed
 from .export import EXPORT_FORMATS, ExportError, decode_exported, export, run_exported
 from .files import load_state_dict_file
 from .model import RnnModel
-from .native import from_native, owns_native
+from .native import from_native, owns_native, read_native
 from .train import Trainer, make_trainer
 
 NAME = "torch"
@@ -45,6 +45,7 @@ __all__ = [
     "owns",
     "owns_native",
     "predict",
+    "read_native",
     "run_exported",
     "set_weights",
     "spec_of",

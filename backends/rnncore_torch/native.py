@@ -17,7 +17,7 @@ anything else is refused with `UnsupportedNativeModel` naming the op. Further ar
   (or torch.relu, F.leaky_relu, ... in the forward), nn.Dropout / F.dropout, nn.Identity,
   transposes of (batch, time) and initial states made by torch.zeros.
 - pooling `last`: the last layer's final state, `h_n[-1]` (unidirectional) or
-  `torch.cat((h_n[-2], h_n[-1]), dim=1)` (bidirectional; h_n is [num_layers * directions, B, H],
+  `torch.cat((h_n[-2], h_n[-1]), dim=1)` (bidirectional, either order; h_n is [num_layers * directions, B, H],
   layer-major, forward before backward), `h_n.squeeze(0)` for one unidirectional layer, or
   the output at step -1 of an unpacked unidirectional run.
 - pooling `mean`: `out.sum(dim=time) / lengths` on zero-padded pad_packed_sequence output,
@@ -30,7 +30,21 @@ anything else is refused with `UnsupportedNativeModel` naming the op. Further ar
 Declared (`pooling=` given; also the way out when tracing fails, e.g. a forward with
 data-dependent Python control flow). The forward is not read: the leaf modules are taken in
 registration order (the order `__init__` assigns them), pooling is what the option says,
-and functional ops in the forward are invisible, so the caller vouches for them.
+and functional ops in the forward are invisible to the reader; the verification below sees
+them.
+
+Verified. Either reading is checked by `rnncore.native.verify`: the module (eval mode, no
+gradients, its attributes put back afterwards) runs a padded probe batch twice, given the
+lengths when its forward takes them (a second required argument, or an optional one whose
+name contains "len") and (time, batch) inputs when it reads them; the import must match it
+within tolerance or is refused. A forward with more required arguments is not called, and
+the import says so in a warning.
+
+More idioms read exactly: `Variable(...)`, `.cuda()`, `.to(device)` on zero states; an
+eval-mode `nn.BatchNorm1d` right before a head Linear (after pooling or a hidden activation)
+folded into that Linear; `cat((h_n[-1], h_n[-2]), 1)` (backward first), read by swapping
+the halves of the first Linear's input columns; all of one layer's h_n rows, batch first and
+flattened (`h_n.transpose(0, 1).contiguous().view(B, -1)`), which is `last` pooling.
 
 Padding. A traced forward that packs its input (`pack_padded_sequence`) skips padded steps
 as rnncore does, so the embedding's `padding_idx` becomes the spec's. A forward that feeds
@@ -73,8 +87,13 @@ masks (`masked_fill`), residual additions and anything else not listed above are
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
 import operator
+import os
+import re
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,8 +103,9 @@ import torch
 import torch.nn.functional as F
 import torch.nn.utils.rnn as rnn_utils
 from torch import fx, nn
+from torch.autograd import Variable
 
-from rnncore.native import UnsupportedNativeModel
+from rnncore.native import NativeReading, NativeRun, UnsupportedNativeModel, fold_normalization
 from rnncore.spec import TASKS, EncoderSpec, HeadSpec, InputSpec, ModelSpec
 from rnncore.weights import Weights, directions, head_layer_names, layer_prefix
 
@@ -110,12 +130,21 @@ def owns_native(model: Any) -> bool:
 def from_native(
     model: nn.Module, *, pooling: str | None = None, task: str | None = None
 ) -> tuple[ModelSpec, Weights]:
-    """The spec and canonical weights of a hand-written torch model (see the module docstring).
+    """`rnncore.from_native` for torch modules: read (see `read_native`), then verified."""
+    from rnncore.native import from_native as verified_import
+
+    return verified_import(model, pooling=pooling, task=task)
+
+
+def read_native(model: nn.Module, *, pooling: str | None = None, task: str | None = None) -> NativeReading:
+    """The spec and canonical weights of a hand-written torch model (see the module docstring),
+    and how to run the model on the same batch (`rnncore.native.verify` does).
 
     Args:
         model: an nn.Module: embedding or features -> recurrent layers -> pooling -> Linear head.
         pooling: None reads the forward with torch.fx; "last", "mean", "max" or "none"
-            declares how the forward pools and reads the layers in registration order.
+            declares how the forward pools and reads the layers in registration order (the
+            import is still verified against the model's own outputs).
         task: the head's task; None infers it (tagging for per-step outputs, multilabel after
             a final Sigmoid, else classification). "regression" must be asked for.
     Raises:
@@ -127,19 +156,83 @@ def from_native(
         raise ValueError(f"pooling={pooling!r}; expected None (read the forward) or one of {POOLINGS}")
     if task is not None and task not in TASKS:
         raise ValueError(f"task={task!r}; expected one of {TASKS}")
+    name = type(model).__name__
     if isinstance(model, RnnModel):  # built by rnncore: its spec is at hand, nothing to read
-        from . import get_weights  # here: the package imports this module
+        from . import get_weights, predict  # here: the package imports this module
 
-        return model.spec, get_weights(model)
+        run = NativeRun(lambda inputs, lengths: predict(model, inputs, lengths))
+        return NativeReading(name, model.spec, get_weights(model), run)
     layers = _GraphReader(model, _trace(model)).read() if pooling is None else _read_declared(model, pooling)
     spec = _spec(layers, _dtype(layers), task)
     weights = _canonical_weights(layers, spec)
     crf = _torchcrf_module(model)
     if crf is not None:
-        return _with_torchcrf(spec, weights, *crf)
-    if isinstance(getattr(model, "transitions", None), nn.Parameter):
-        return _with_tutorial_crf(spec, weights, model)
-    return spec, weights
+        spec, weights = _with_torchcrf(spec, weights, *crf)
+    elif isinstance(getattr(model, "transitions", None), nn.Parameter):
+        spec, weights = _with_tutorial_crf(spec, weights, model)
+    return NativeReading(name, spec, weights, _native_run(model, layers))
+
+
+def _native_run(model: nn.Module, layers: _Layers) -> NativeRun:
+    activation = "linear" if layers.final is None else layers.final[1]
+    takes_lengths, why_not = _arguments(model)
+    if why_not:
+        return NativeRun(None, activation, layers.skips_padding, why_not)
+
+    def call(inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return _call(model, inputs, lengths if takes_lengths else None, layers.time_first)
+
+    return NativeRun(call, activation, layers.skips_padding, preserving=lambda: _attributes_kept(model))
+
+
+def _arguments(model: nn.Module) -> tuple[bool, str]:
+    """(does forward take the lengths, why it cannot be called) from its signature."""
+    params = [
+        p for p in inspect.signature(model.forward).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]  # fmt: skip
+    required = [p.name for p in params if p.default is p.empty]
+    if not required or len(required) > 2:
+        return False, (
+            f"forward takes {len(required)} required arguments ({', '.join(required)}); rnncore can "
+            "call it with the input, or the input and the lengths"
+        )
+    second_is_lengths = len(params) > 1 and "len" in params[1].name.lower()
+    return len(required) == 2 or second_is_lengths, ""
+
+
+@contextlib.contextmanager
+def _full_float32() -> Iterator[None]:
+    """TensorFloat-32 off while probing: cuDNN's RNNs use it by default on a GPU, rounding
+    float32 inputs to 10 bits, which would refuse an exact import on a GPU only."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _call(model: nn.Module, inputs: np.ndarray, lengths: np.ndarray | None, time_first: bool) -> np.ndarray:
+    """The module's eval-mode output for a batch-first numpy batch, batch first."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    x = torch.from_numpy(np.ascontiguousarray(inputs.swapaxes(0, 1) if time_first else inputs))
+    args = (x.to(device),) if lengths is None else (x.to(device), torch.from_numpy(lengths))
+    was_training = model.training
+    model.eval()  # dropout off, BatchNorm on its running statistics: what the import computes
+    try:
+        with torch.no_grad(), _full_float32():
+            out = model(*args)
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor):
+        raise UnsupportedNativeModel(
+            f"{type(model).__name__}.forward",
+            f"returns {type(out).__name__}; rnncore models return one tensor",
+        )
+    if time_first and out.dim() == 3 and out.shape[:2] == x.shape[:2]:
+        out = out.transpose(0, 1)  # per-step outputs of a (time, batch) forward
+    return out.detach().cpu().numpy()
 
 
 # ---- a CRF beside the tagger: pytorch-crf's, or the PyTorch BiLSTM-CRF tutorial's ---------------
@@ -252,6 +345,10 @@ class _Layers:
     encoder_dropout: float = 0.0
     head_dropout: float = 0.0
     skips_padding: bool = True  # the recurrent layers stop at each row's length
+    time_first: bool = False  # the forward reads (time, batch) inputs
+    # inference-mode BatchNorm1d folded into the Linear after it: linear index -> (where, module)
+    folds: dict[int, tuple[str, nn.BatchNorm1d]] = field(default_factory=dict)
+    backward_first: bool = False  # pooled [backward, forward] halves: the first Linear's columns swap
 
 
 class _Builder:
@@ -265,6 +362,7 @@ class _Builder:
         self.layers = _Layers()
         self.stage = "input"
         self._after_linear = False
+        self._norm: tuple[str, nn.BatchNorm1d] | None = None  # waiting for the Linear it folds into
 
     # -- encoder --
     def embedding(self, where: str, module: nn.Embedding) -> None:
@@ -332,6 +430,21 @@ class _Builder:
         self.stage = "pooled"
 
     # -- head --
+    def batchnorm(self, where: str, module: nn.BatchNorm1d) -> None:
+        """Inference-mode BatchNorm1d is an affine map per feature: folded into the next Linear."""
+        before_linear = self.stage == "pooled" or (self.stage == "head" and not self._after_linear)
+        if not before_linear or self.layers.pooling == "none" or self._norm is not None:
+            raise UnsupportedNativeModel(
+                where,
+                f"BatchNorm1d on the {self.stage} tensor; rnncore folds BatchNorm1d only into a Linear "
+                "that directly follows it, on pooled features (after pooling or a hidden activation)",
+            )
+        if module.running_mean is None or module.running_var is None:
+            raise UnsupportedNativeModel(
+                where, "track_running_stats=False normalises by each batch's statistics, even in eval mode"
+            )
+        self._norm = (where, module)
+
     def linear(self, where: str, module: nn.Linear) -> None:
         if self.stage in ("input", "steps"):
             raise UnsupportedNativeModel(
@@ -352,6 +465,9 @@ class _Builder:
             raise UnsupportedNativeModel(
                 where, f"in_features={module.in_features} but the layer before it gives {expected} features"
             )
+        if self._norm is not None:
+            self.layers.folds[len(self.layers.linears)] = self._norm
+            self._norm = None
         self.layers.linears.append((where, module))
         self.stage, self._after_linear = "head", True
 
@@ -378,6 +494,14 @@ class _Builder:
 
     def finish(self, where: str) -> _Layers:
         layers = self.layers
+        if self._norm is not None:
+            raise UnsupportedNativeModel(
+                self._norm[0], "BatchNorm1d with no Linear after it; rnncore folds it into the next Linear"
+            )
+        if layers.backward_first and not layers.linears:
+            raise UnsupportedNativeModel(
+                where, "puts the backward half first and no Linear follows to absorb the order"
+            )
         if not layers.rnns:
             raise UnsupportedNativeModel(where, "no nn.LSTM, nn.GRU or nn.RNN on the way to the output")
         if self.stage == "encoded":
@@ -428,6 +552,8 @@ def _read_module(build: _Builder, where: str, module: nn.Module, ndim: int | Non
         build.linear(where, module)
     elif type(module) is nn.Dropout:
         build.dropout(where, float(module.p))
+    elif type(module) is nn.BatchNorm1d:
+        build.batchnorm(where, module)
     elif isinstance(module, nn.Identity):
         pass
     elif type(module) in _FINALS:
@@ -510,27 +636,92 @@ def _read_declared(model: nn.Module, pooling: str) -> _Layers:
         _read_module(build, where, module, ndim)
         if rnn_positions and i == rnn_positions[-1] and pooling != "none":
             build.pool(where, pooling)
-    return build.finish(type(model).__name__)
+    layers = build.finish(type(model).__name__)
+    layers.time_first = not layers.rnns[0][1].batch_first
+    return layers
 
 
 # ---- traced reading: the forward's fx graph ------------------------------------------------
+
+
+@contextlib.contextmanager
+def _attributes_kept(model: nn.Module) -> Iterator[None]:
+    """Puts back every attribute of every submodule that the forward (re)assigns."""
+    saved = [(module, dict(vars(module))) for module in model.modules()]
+    try:
+        yield
+    finally:
+        for module, attributes in saved:
+            vars(module).clear()
+            vars(module).update(attributes)
 
 
 def _trace(model: nn.Module) -> fx.Graph:
     # torch.nn.utils.rnn is wrapped so pack_padded_sequence etc. become single graph nodes
     # (traced into, they call torch.as_tensor on a Proxy and fail). math is fx's default.
     wrapped: Any = (math, rnn_utils)  # torch annotates this as a 1-tuple
-    tracer = fx.Tracer(autowrap_modules=wrapped)
+    # Variable(proxy) raises inside torch; recorded as a call, it is read as the identity it is now
+    tracer = fx.Tracer(autowrap_modules=wrapped, autowrap_functions=(Variable,))
     try:
-        return tracer.trace(model)
+        with _attributes_kept(model):  # a forward that sets self.hidden = ... stores Proxies
+            return tracer.trace(model)
     except Exception as err:  # fx raises many kinds: TraceError, TypeError, errors of the forward itself
-        first_line = (str(err).splitlines() or [""])[0]
-        raise UnsupportedNativeModel(
-            f"{type(model).__name__}.forward",
-            f"torch.fx cannot trace it ({type(err).__name__}: {first_line}); "
-            "pass pooling='last', 'mean', 'max' or 'none' to declare how it pools, and its layers "
-            "are then read in registration order",
-        ) from err
+        raise _untraceable(model, err) from err
+
+
+# constructs fx cannot trace, recognised on the user's line: (pattern, what it is, what to do)
+_UNTRACEABLE = (
+    (r"\blen\(", "len() of a tensor", "use x.size(0) (or x.shape[0]), which fx records"),
+    (r"^assert\b", "an assert on the data", "check the inputs before calling the model, not in forward"),
+    (
+        r"^(for|while)\b",
+        "a Python loop (e.g. over time steps)",
+        "run the nn.LSTM / nn.GRU / nn.RNN module over the whole sequence in one call",
+    ),
+    (
+        r"^(if|elif)\b|\bif\b.*\belse\b",
+        "Python control flow on the data",
+        "compute the branch without reading tensor values (torch.where, or shapes only)",
+    ),
+)
+
+
+def _untraceable(model: nn.Module, err: Exception) -> UnsupportedNativeModel:
+    """Names the user's line that fx stopped at, the construct on it, and what to do."""
+    frame = _user_frame(err)
+    first_line = (str(err).splitlines() or [""])[0]
+    where = f"{type(model).__name__}.forward"
+    if frame is None:
+        return UnsupportedNativeModel(
+            where, f"torch.fx cannot trace it ({type(err).__name__}: {first_line}){_declare_hint(model)}"
+        )
+    code = (frame.line or "").strip()
+    construct, todo = "an operation fx cannot record", f"{type(err).__name__}: {first_line}"
+    for pattern, what, fix in _UNTRACEABLE:
+        if re.search(pattern, code):
+            construct, todo = what, fix
+            break
+    return UnsupportedNativeModel(
+        f"{where}, line {frame.lineno} of {os.path.basename(frame.filename)}",
+        f"torch.fx cannot trace `{code}`: {construct}; {todo}{_declare_hint(model)}",
+    )
+
+
+def _user_frame(err: Exception) -> traceback.FrameSummary | None:
+    """The innermost frame of the traceback outside torch and rnncore: the user's line."""
+    ours = (os.path.dirname(torch.__file__), os.path.dirname(__file__))
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith(ours)]
+    return frames[-1] if frames else None
+
+
+def _declare_hint(model: nn.Module) -> str:
+    """Suggest declaring pooling= only where the import can then be checked by running the model."""
+    if _arguments(model)[1]:
+        return ""
+    return (
+        "; or declare pooling='last', 'mean', 'max' or 'none': the layers are then read in "
+        "registration order and the import is checked against the model's own outputs"
+    )
 
 
 @dataclass(frozen=True)
@@ -583,7 +774,14 @@ class _Pair:
     names: tuple[str, ...] = ()
 
 
-_DATA = (_Seq, _RnnOut, _State, _StateRow, _Pair)
+@dataclass(frozen=True)
+class _StateByRow:
+    """h_n with batch first: (B, num_layers * directions, H), before flattening its rows."""
+
+    index: int
+
+
+_DATA = (_Seq, _RnnOut, _State, _StateRow, _Pair, _StateByRow)
 
 # how an op is named below, for the call_function targets the forward may use
 _FUNCTIONS: dict[Any, str] = {
@@ -612,6 +810,8 @@ _FUNCTIONS: dict[Any, str] = {
     torch.max: "max",
     torch.amax: "amax",
     torch.squeeze: "squeeze",
+    torch.flatten: "flatten",
+    torch.reshape: "reshape",
     operator.truediv: "div",
     torch.div: "div",
     torch.true_divide: "div",
@@ -626,6 +826,8 @@ _KEEPS_LENGTHS = {
     "cpu", "to", "float", "double", "long", "int", "type", "type_as", "unsqueeze",
     "view", "reshape", "detach", "clone", "contiguous",
 }  # fmt: skip
+# ... and ops that keep a fresh zero state zero (Variable is the pre-0.4 tensor wrapper)
+_KEEPS_ZEROS = _KEEPS_LENGTHS | {"cuda", "Variable", "requires_grad_"}
 _SIGNATURES = {  # positional parameter names, to read arguments given either way
     "pack": ("input", "lengths", "batch_first", "enforce_sorted"),
     "pad": ("sequence", "batch_first", "padding_value", "total_length"),
@@ -751,14 +953,17 @@ class _GraphReader:
         data = [v for v in _flatten(args) if isinstance(v, _Seq)]
         on = f" on the {data[0].stage} tensor" if data else ""
         hint = ""
-        if len(data) == 1 and data[0].stage in ("encoded", "summed"):
-            # e.g. a masked max or mean written with masked_fill: the caller may vouch for it
-            hint = "; if the forward only pools the RNN outputs here, declare how with pooling="
+        if len(data) == 1 and data[0].stage in ("encoded", "summed") and not _arguments(self.model)[1]:
+            # e.g. a masked max or mean written with masked_fill: declared, it is verified
+            hint = (
+                "; if the forward only pools the RNN outputs here, declare how with pooling= "
+                "(the import is then checked against the model's own outputs)"
+            )
         return UnsupportedNativeModel(self._where(node), f"no rnncore equivalent for this op{on}{hint}")
 
     def _side_op(self, name: str, args: Any) -> Any:
         base = args[0] if args else None
-        if name == "zeros" or (isinstance(base, _Zeros) and name in _KEEPS_LENGTHS):
+        if name == "zeros" or (isinstance(base, _Zeros) and name in _KEEPS_ZEROS):
             return _Zeros()  # torch.zeros(...).to(device) is still zeros
         # only the tensor operated on counts: `lengths.to(out.dtype)` still holds the lengths
         keeps = name in _KEEPS_LENGTHS or (
@@ -800,7 +1005,7 @@ class _GraphReader:
         if x.packed and not isinstance(module, nn.Dropout):
             raise UnsupportedNativeModel(where, "gets a PackedSequence")
         _read_module(self.build, where, module, x.ndim)
-        if isinstance(module, (nn.Dropout, nn.Identity)) or type(module) in _FINALS:
+        if isinstance(module, (nn.Dropout, nn.Identity, nn.BatchNorm1d)) or type(module) in _FINALS:
             return x
         stage = self.build.stage
         if isinstance(module, nn.Embedding):
@@ -914,15 +1119,15 @@ class _GraphReader:
         total = self._state_rows(last)
         wanted = list(range(total - dirs, total))  # h_n is layer-major, forward before backward
         got = [r.row for r in rows]
-        if got != wanted:
+        if dirs == 2 and got == wanted[::-1]:  # [backward, forward]: the head reads swapped columns
+            self.build.layers.backward_first = True
+        elif got != wanted:
             raise UnsupportedNativeModel(where, self._rows_problem(got, wanted))
         self.build.pool(where, "last")
         return _Seq("pooled", 2)
 
     @staticmethod
     def _rows_problem(got: list[int], wanted: list[int]) -> str:
-        if sorted(got) == wanted:
-            return "puts the backward half first; rnncore's last pooling is [forward, backward]"
         if len(wanted) == 2 and len(got) == 1 and got[0] in wanted:
             half = "forward" if got[0] == wanted[0] else "backward"
             return f"uses only the {half} half of the last layer's state; concatenate h_n[-2] and h_n[-1]"
@@ -968,8 +1173,10 @@ class _GraphReader:
             )
         return _Seq(seq.stage, seq.ndim, not seq.flip, pad_value=seq.pad_value)
 
-    def _op_transpose(self, node: fx.Node, args: Any, kwargs: Any) -> _Seq:
+    def _op_transpose(self, node: fx.Node, args: Any, kwargs: Any) -> _Seq | _StateByRow:
         dims = [_param("transpose", args, kwargs, n) for n in ("dim0", "dim1")]
+        if isinstance(args[0], _State):
+            return self._state_by_row(node, args[0], sorted(d % 3 for d in dims) == [0, 1])
         ndim = self._seq(args[0], self._where(node)).ndim
         if ndim is None and all(d >= 0 for d in dims):  # the input: ids (2-D) or features (3-D)
             ndim = max(2, *(d + 1 for d in dims))
@@ -982,13 +1189,52 @@ class _GraphReader:
     def _op_t(self, node: fx.Node, args: Any, kwargs: Any) -> _Seq:
         return self._swapped(node, args[0], [1, 0])
 
-    def _op_permute(self, node: fx.Node, args: Any, kwargs: Any) -> _Seq:
+    def _op_permute(self, node: fx.Node, args: Any, kwargs: Any) -> _Seq | _StateByRow:
         dims = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
         dims = dims or list(kwargs.get("dims", ()))
+        if isinstance(args[0], _State):
+            return self._state_by_row(node, args[0], [d % 3 for d in dims] == [1, 0, 2])
         return self._swapped(node, args[0], [d % len(dims) for d in dims])  # permute names every axis
 
-    def _op_contiguous(self, node: fx.Node, args: Any, kwargs: Any) -> _Seq:
+    def _op_contiguous(self, node: fx.Node, args: Any, kwargs: Any) -> _Seq | _StateByRow:
+        if isinstance(args[0], _StateByRow):
+            return args[0]
         return self._seq(args[0], self._where(node))
+
+    # -- all of h_n's rows, batch first, flattened: (B, rows * H) --
+    def _state_by_row(self, node: fx.Node, state: _State, swaps_batch_and_rows: bool) -> _StateByRow:
+        if state.which != "h" or not swaps_batch_and_rows:
+            raise UnsupportedNativeModel(
+                self._where(node), "rearranges h_n; rnncore reads h_n.transpose(0, 1) flattened to (B, -1)"
+            )
+        return _StateByRow(state.index)
+
+    def _flattened_rows(self, node: fx.Node, state: Any, flat: bool) -> _Seq:
+        """All rows of h_n side by side: `last` pooling when they are the last layer's only."""
+        where = self._where(node)
+        if not isinstance(state, _StateByRow) or not flat:
+            raise self._unknown(node, [state])
+        rows = self._state_rows(state.index)
+        if rows != (2 if self._bidirectional() else 1) or state.index != len(self.build.layers.rnns) - 1:
+            raise UnsupportedNativeModel(
+                where,
+                f"concatenates all {rows} rows of h_n, lower layers included; rnncore pools the last "
+                "layer's state: h_n[-1], or cat(h_n[-2], h_n[-1]) if bidirectional",
+            )
+        return self._pool_rows([_StateRow(state.index, row) for row in range(rows)], where)
+
+    def _op_view(self, node: fx.Node, args: Any, kwargs: Any) -> _Seq:
+        shape = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
+        return self._flattened_rows(
+            node, args[0], len(shape) == 2 and isinstance(shape[1], int) and shape[1] == -1
+        )
+
+    _op_reshape = _op_view
+
+    def _op_flatten(self, node: fx.Node, args: Any, kwargs: Any) -> _Seq:
+        start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
+        end = args[2] if len(args) > 2 else kwargs.get("end_dim", -1)
+        return self._flattened_rows(node, args[0], start == 1 and end in (-1, 2))
 
     _op_clone = _op_contiguous
 
@@ -1138,6 +1384,7 @@ class _GraphReader:
             raise UnsupportedNativeModel(where, f"returns the {seq.stage} tensor, not RNN features or logits")
         layers = self.build.finish(where)
         layers.skips_padding = bool(self.packed)
+        layers.time_first = self.input_time_axis == 0
         return layers
 
 
@@ -1248,10 +1495,24 @@ def _canonical_weights(layers: _Layers, spec: ModelSpec) -> Weights:
     for _, module in layers.rnns:
         weights.update(_rnn_weights(module, offset, spec))
         offset += module.num_layers
-    for name, (_, linear) in zip(head_layer_names(spec), layers.linears, strict=True):
-        weights[f"{name}.weight"] = _array(linear.weight, spec.dtype)
-        weights[f"{name}.bias"] = _bias(linear.bias, linear.out_features, spec.dtype)
+    for i, (name, (_, linear)) in enumerate(zip(head_layer_names(spec), layers.linears, strict=True)):
+        weight = _array(linear.weight, spec.dtype)
+        bias = _bias(linear.bias, linear.out_features, spec.dtype)
+        if i in layers.folds:
+            weight, bias = fold_normalization(weight, bias, *_affine(layers.folds[i][1]))
+        if i == 0 and layers.backward_first:  # the Linear read [backward, forward]; rnncore pools [fwd, bwd]
+            weight = np.concatenate(np.split(weight, 2, axis=1)[::-1], axis=1)
+        weights[f"{name}.weight"], weights[f"{name}.bias"] = weight, bias
     return weights
+
+
+def _affine(norm: nn.BatchNorm1d) -> tuple[np.ndarray, np.ndarray]:
+    """Eval-mode BatchNorm1d as y = x * scale + shift (float64)."""
+    mean, var = (_array(t, "float64") for t in (norm.running_mean, norm.running_var))  # type: ignore[arg-type]
+    gamma = _array(norm.weight, "float64") if norm.weight is not None else np.ones_like(mean)
+    beta = _array(norm.bias, "float64") if norm.bias is not None else np.zeros_like(mean)
+    scale = gamma / np.sqrt(var + norm.eps)
+    return scale, beta - mean * scale
 
 
 def _embedding_weight(where: str, module: nn.Embedding, spec: ModelSpec) -> np.ndarray:
