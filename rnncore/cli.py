@@ -20,6 +20,7 @@ from typing import Any
 
 from . import __version__
 from .batch import InputError
+from .boundary import json_text, print_error, report_unexpected
 from .memory import keep_freed_memory
 from .registry import EXPORT_FORMATS, BackendError, canonical_name
 from .spec import ModelSpec, SpecError, json_schema
@@ -184,7 +185,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         columns = (args.text_column or "text", args.label_column or "label")
     scores = evaluate_run(args.run, args.data, args.split, args.backend, columns)
     if args.json:
-        print(json.dumps(scores))
+        print(json_text(scores))
     else:
         for key, value in scores.items():
             print(f"{key:>12}  {value:.4f}")
@@ -207,7 +208,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     texts = _texts(args, "classify")
     for row in predict_texts(args.run, texts, args.backend):
         if args.json:
-            print(json.dumps(row))
+            print(json_text(row))
         else:
             print(f"{row['label']}\t{max(row['probabilities'].values()):.3f}\t{row['text']}")
     return EXIT_OK
@@ -533,14 +534,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except (ExportError, PortError) as err:  # the result does not compute what the model does
-        print(f"rnncore: error: {err}", file=sys.stderr)
+        print_error(err)
         return EXIT_MISMATCH
     except (SpecError, WeightsError, InputError, OSError, ValueError) as err:
-        print(f"rnncore: error: {err}", file=sys.stderr)
+        print_error(err)
         return EXIT_USAGE
     except BackendError as err:
-        print(f"rnncore: error: {err}", file=sys.stderr)
+        print_error(err)
         return EXIT_BACKEND
     except FloatingPointError as err:  # training diverged: not bad input, a failed run
-        print(f"rnncore: error: {err}", file=sys.stderr)
+        print_error(err)
         return EXIT_MISMATCH
+    except MemoryError:
+        print_error("out of memory: the model or the data is larger than this machine can hold; make "
+                    "it smaller (rnncore's size limits are in docs/reliability.md)")  # fmt: skip
+        return EXIT_MISMATCH
+    except RecursionError:
+        print_error("the input is nested too deeply to read")
+        return EXIT_USAGE
+    except Exception as err:  # the boundary: a bug, reported in one line with its traceback filed
+        return report_unexpected(err, args.command)
