@@ -301,3 +301,25 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return status != "Z"  # a zombie has exited; only its parent (init here) has to reap it
+
+
+# ---- damaged checkpoints -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (lambda c: (c / "state.json").write_text("[]"), ["state.json", "integer epoch"]),
+        (lambda c: (c / "state.json").write_text('{"epoch": 1, "history": {"epochs": 3}}'), ["state.json"]),
+        (lambda c: (c / "state.json").write_text('{"epoch": "1", "history": {}}'), ["state.json"]),
+        (lambda c: (c / "state.json").write_text("{" * 5000), ["state.json", "not valid JSON"]),
+        (lambda c: (c / "optimizer.safetensors").write_bytes(b"\x00" * 3), ["optimizer.safetensors"]),
+    ],
+    ids=["a list", "history not a list", "epoch a string", "not JSON", "optimizer truncated"],
+)
+def test_resume_refuses_a_damaged_checkpoint_naming_the_file(files, trained, tmp_path, capsys, damage, words):
+    run = _copy(trained, tmp_path)
+    damage(run / "checkpoints" / "epoch-0001")
+    assert _train(files, run, "--resume", "--epochs", "2") == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for word in words:
+        assert word in err, (word, err)
