@@ -56,6 +56,11 @@ def write_atomically(dest: Path, fill: Callable[[Path], None], overwrite: bool =
     dest = Path(dest)
     if dest.exists() and not overwrite:
         raise FileExistsError(f"{dest} already exists; choose another folder or pass overwrite")
+    if dest.exists() and not (dest.is_dir() and ((dest / CONFIG).is_file() or not any(dest.iterdir()))):
+        # overwrite replaces a bundle (or an empty folder), never a folder of someone's files
+        raise FileExistsError(
+            f"{dest} exists and is not a model bundle (no {CONFIG}); refusing to replace it"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:

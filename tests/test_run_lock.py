@@ -323,3 +323,19 @@ def test_resume_refuses_a_damaged_checkpoint_naming_the_file(files, trained, tmp
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     for word in words:
         assert word in err, (word, err)
+
+
+def test_a_bundle_overwrite_replaces_only_a_bundle_or_an_empty_folder(tmp_path):
+    def fill(folder: Path) -> None:
+        (folder / bundle.CONFIG).write_text("{}")
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a model bundle"):
+        bundle.write_atomically(notes, fill, overwrite=True)
+    assert (notes / "todo.txt").read_text() == "mine"
+    (tmp_path / "empty").mkdir()
+    bundle.write_atomically(tmp_path / "empty", fill, overwrite=True)
+    bundle.write_atomically(tmp_path / "empty", fill, overwrite=True)  # now a bundle: replaced again
+    assert (tmp_path / "empty" / bundle.CONFIG).is_file()
