@@ -2,7 +2,7 @@
 
 Exit codes: 0 success, 1 a check failed (parity, an export's check, a training loss that
 became NaN or infinite), 2 bad usage or bad input (argparse's convention), 3 a backend's
-framework is missing.
+framework is missing, 70 a bug in rnncore (one line, the traceback filed: `rnncore.boundary`).
 """
 
 from __future__ import annotations
