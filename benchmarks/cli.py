@@ -64,7 +64,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--modes", default=",".join(grid.MODES), help="comma list: forward, train")
     p.add_argument("--no-keras-torch", action="store_true", help="skip the Keras-on-torch subprocess")
     p.add_argument("--no-xla", action="store_true", help="skip the XLA Keras baseline")
-    p.add_argument("--device", default="cpu", help="torch side: cpu or cuda[:N] (Keras stays on CPU)")
+    p.add_argument("--device", default="cpu",
+                   help="torch side: cpu (default), auto, cuda or cuda:N (Keras stays on CPU); "
+                   "benchmarks/gpu_check.sh times the GPU reference configuration")  # fmt: skip
     p.add_argument(
         "--torch-compile", action="store_true", help="add a torch.compile baseline (slow to build)"
     )
@@ -150,14 +152,13 @@ def gemm(frameworks: list[str], seconds: float, device: str = "cpu") -> dict[str
     return found
 
 
-def _device_available(device: str) -> bool:
-    import torch
+def _torch_device(requested: str) -> str:
+    """`--device` resolved on torch (`rnncore.device`): cpu or cuda:N; DeviceError if not there."""
+    from rnncore_torch import gpu_count
 
-    try:
-        torch.empty(1, device=device)
-    except (RuntimeError, AssertionError):  # no CUDA build / no such index
-        return False
-    return True
+    from rnncore.device import resolve_device
+
+    return str(resolve_device(requested, gpu_count(), "torch"))
 
 
 def select_points(mode: str, globs: str | None = None) -> tuple[list[grid.Point], list[grid.Point]]:
@@ -347,12 +348,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.device != "cpu" and not _device_available(args.device):
-        print(
-            f"error: --device {args.device}: torch sees no such device (torch.cuda.is_available() is "
-            "False or the index is out of range); run without --device for the CPU",
-            file=sys.stderr,
-        )
+    from rnncore.device import DeviceError
+
+    try:
+        args.device = _torch_device(args.device)
+    except DeviceError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     print(
         f"rnncore benchmarks, {args.mode} mode, {args.threads} intra-op / {inter_op} inter-op threads",

@@ -5,9 +5,10 @@ Importing rnncore loads numpy only; a backend's framework is imported when first
 
 __version__ = "0.1.0"
 
-from .api import build, get_weights, predict, set_weights, spec_of, value_and_grad
+from .api import build, device_of, get_weights, predict, set_weights, spec_of, value_and_grad
 from .batch import InputError, prepare_batch
 from .bundle import BundleError, load, save
+from .device import DeviceError
 from .explain import explain
 from .export import ExportError, export
 from .native import UnsupportedNativeModel, from_native
@@ -21,6 +22,7 @@ __all__ = [
     "FORMAT",
     "BackendError",
     "BundleError",
+    "DeviceError",
     "EncoderSpec",
     "ExportError",
     "HeadSpec",
@@ -36,6 +38,7 @@ __all__ = [
     "build",
     "canonical_shapes",
     "check_weights",
+    "device_of",
     "explain",
     "export",
     "from_native",

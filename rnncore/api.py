@@ -7,25 +7,41 @@ from typing import Any
 import numpy as np
 
 from .batch import prepare_batch
+from .device import Device, device_for
 from .registry import backend_of, get_backend
 from .spec import ModelSpec
 from .weights import Weights, check_weights, init_weights
 
 
-def build(spec: ModelSpec, backend: str = "torch", weights: Weights | None = None, seed: int = 0) -> Any:
+def build(
+    spec: ModelSpec,
+    backend: str = "torch",
+    weights: Weights | None = None,
+    seed: int = 0,
+    device: str | Device | None = None,
+) -> Any:
     """Compile `spec` to a native model: a `torch.nn.Module` or a `keras.Model`.
 
     Args:
         spec: the model spec.
         backend: "torch"/"pytorch" or "tensorflow"/"tf"/"keras".
         weights: canonical weights to load; None draws `init_weights(spec, seed)`.
+        device: "auto", "cpu", "cuda" or "cuda:N" (see `rnncore.device`); None leaves placement
+            to the framework (torch: the CPU; TensorFlow: GPU 0 when it sees one).
     Example:
-        >>> m = rnncore.build(spec, backend="torch", weights=rnncore.init_weights(spec))
+        >>> m = rnncore.build(spec, backend="torch", weights=rnncore.init_weights(spec), device="auto")
     """
     if not isinstance(spec, ModelSpec):
         raise TypeError(f"build() takes a ModelSpec, not {type(spec).__name__}; use ModelSpec.from_dict")
     w = init_weights(spec, seed) if weights is None else check_weights(spec, weights)
-    return get_backend(backend).build(spec, w)
+    module = get_backend(backend)
+    placed = device_for(module, device)
+    return module.build(spec, w, None if placed is None else str(placed))
+
+
+def device_of(model: Any) -> str:
+    """Where a model built by either backend runs: "cpu" or "cuda:N"."""
+    return str(backend_of(model).device_of(model))
 
 
 def get_weights(model: Any) -> Weights:

@@ -236,10 +236,13 @@ def load_weights_and_spec(folder: str | Path) -> tuple[ModelSpec, Weights]:
     return spec, weights
 
 
-def load(folder: str | Path, backend: str = "torch") -> Any:
-    """Build the bundle's model on `backend` with its weights."""
+def load(folder: str | Path, backend: str = "torch", device: str | None = None) -> Any:
+    """Build the bundle's model on `backend` with its weights, on `device` (see `rnncore.build`).
+
+    Weights are stored as CPU arrays whatever device wrote them, so any bundle loads anywhere.
+    """
     spec, weights = load_weights_and_spec(folder)
-    return build(spec, backend=backend, weights=weights)
+    return build(spec, backend=backend, weights=weights, device=device)
 
 
 def load_labels(folder: str | Path, spec: ModelSpec | None = None) -> list[str] | None:

@@ -21,6 +21,8 @@ from typing import Any
 from . import __version__
 from .batch import InputError
 from .boundary import json_text, print_error, report_unexpected
+from .device import Device, DeviceError, describe, device_for, parse_device
+from .entities import SCHEMES
 from .memory import keep_freed_memory
 from .registry import EXPORT_FORMATS, BackendError, canonical_name
 from .spec import ModelSpec, SpecError, json_schema
@@ -49,22 +51,47 @@ def _backends(value: str) -> tuple[str, ...]:
     return names
 
 
+def _device(value: str) -> Device:
+    try:
+        return parse_device(value)
+    except DeviceError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _add_device_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--device", type=_device, default=Device("auto"),
+                         help="auto (a GPU when the framework sees one, else the CPU), cpu, cuda or "
+                         "cuda:N (default auto)")  # fmt: skip
+
+
+def _placed(backend: str, requested: Device) -> tuple[Device, str]:
+    """(the device `backend` runs on for `requested`, how to say so); cuda without a GPU raises."""
+    from .registry import get_backend
+
+    module = get_backend(backend)
+    placed = device_for(module, requested)
+    assert placed is not None
+    return placed, describe(requested, placed, module.FRAMEWORK)
+
+
 def cmd_parity(args: argparse.Namespace) -> int:
     from .parity import format_report, parity_report
 
     spec = _load_spec(args.spec, args.dtype)
     source = args.spec or f"bundled {DEFAULT_SPEC}"
+    devices = ", ".join(f"{name} {_placed(name, args.device)[1]}" for name in args.backends)
     print(
         f"rnncore parity: {source} ({spec.encoder.cell}, {spec.encoder.num_layers} layer(s), "
         f"{'bi' if spec.encoder.bidirectional else 'uni'}directional, "
         f"pooling {spec.pooling}, {spec.dtype})"
     )
     print(
-        f"batch {args.batch}, max length {args.max_len}, seed {args.seed}, "
-        f"backends {', '.join(args.backends)}"
+        f"batch {args.batch}, max length {args.max_len}, seed {args.seed}, devices: {devices}"
+        f"{', TF32 allowed' if args.tf32 else ''}"
     )
     start = time.perf_counter()
-    checks = parity_report(spec, args.backends, batch=args.batch, max_len=args.max_len, seed=args.seed)
+    checks = parity_report(spec, args.backends, batch=args.batch, max_len=args.max_len, seed=args.seed,
+                           device=str(args.device), tf32=args.tf32)  # fmt: skip
     print(format_report(checks))
     ok = all(c.diff.ok for c in checks)
     print(f"{'all checks within tolerance' if ok else 'PARITY FAILED'} ({time.perf_counter() - start:.1f} s)")
@@ -94,32 +121,53 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import distributed
-    from .train.run import BUNDLED_PREFIX, DEFAULT_DATA, train_run
+    from .train.run import BUNDLED_PREFIX, DEFAULT_DATA, RunError, train_run
 
     backend = canonical_name(args.backend)
+    if args.precision != "float32":
+        raise RunError(
+            f"--precision {args.precision}: mixed-precision training (autocast) is not available yet; "
+            "train in the spec's dtype (float32 or float64) without --precision"
+        )
     role = _training_role(args, backend)
     data = args.data or BUNDLED_PREFIX + DEFAULT_DATA[args.task]
     spec = ModelSpec.from_file(args.spec) if args.spec else None
     config = _train_config(args)
     if role == "launch":
+        distributed.worker_device(str(args.device))  # refused here once, not in every process
         return _launch_training(args, backend, data, config)
     # a worker joins its run first: TensorFlow's strategy must exist before any TensorFlow op
     launched = bool(os.environ.get(distributed.WORKER_ENV))  # by a launcher: die with it
-    worker = distributed.start_worker(backend, args.dist_timeout, launched) if role == "worker" else None
-    if worker is None:
+    worker = None
+    device: Device = args.device
+    if role == "worker":
+        worker = distributed.start_worker(backend, args.dist_timeout, launched, str(args.device))
+    else:
+        device, said = _placed(backend, args.device)
         print(
-            f"rnncore train: {args.task} on {data}, backend {args.backend}, "
+            f"rnncore train: {args.task} on {data}, backend {args.backend}, device {said}, "
             f"{config.epochs} epoch(s) -> {args.out}"
         )
     with distributed.joined(worker):
         scores = train_run(
             task=args.task, data=data, out=args.out, backend=args.backend, spec=spec, config=config,
             valid=args.valid, columns=(args.text_column, args.label_column), overwrite=args.overwrite,
-            resume=args.resume, progress=not args.quiet, distributed=worker,
+            resume=args.resume, progress=not args.quiet, distributed=worker, reader=_reader_request(args),
+            report=lambda block: print(block, flush=True), device=device, use_crf=args.crf,
+            constrain=args.constrain_decoding,
         )  # fmt: skip
     if worker is None or worker.rank == 0:
         print("held-out test split: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     return EXIT_OK
+
+
+def _reader_request(args: argparse.Namespace) -> Any:
+    from .data.formats import ReaderRequest
+
+    return ReaderRequest(
+        data_format=args.data_format, text_column=args.text_column, label_column=args.label_column,
+        tag_column=args.tag_column, token_column=args.token_column,
+    )  # fmt: skip
 
 
 def _training_role(args: argparse.Namespace, backend: str) -> str:
@@ -183,19 +231,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     columns = None
     if args.text_column or args.label_column:
         columns = (args.text_column or "text", args.label_column or "label")
-    scores = evaluate_run(args.run, args.data, args.split, args.backend, columns)
+    mode = "strict" if args.strict else "default"
+    scores = evaluate_run(
+        args.run, args.data, args.split, args.backend, columns, args.tag_column,
+        scheme=args.scheme, mode=mode, device=str(args.device), constrain=args.constrain_decoding,
+    )  # fmt: skip
     if args.json:
         print(json_text(scores))
-    else:
-        for key, value in scores.items():
+        return EXIT_OK
+    for key, value in scores.items():
+        if key != "tagging":
             print(f"{key:>12}  {value:.4f}")
+    if "tagging" in scores:
+        from .train.tagging import format_tagging_report
+
+        print("\n".join(["", *format_tagging_report(scores["tagging"])]))
     return EXIT_OK
 
 
-def _texts(args: argparse.Namespace, verb: str) -> list[str]:
-    """The texts on the command line, then the lines of --data."""
+def _texts(args: argparse.Namespace, verb: str, run: str | None = None) -> list[str]:
+    """The texts on the command line, then those of --data: the lines of a text file, or the
+    text column of a .csv/.tsv/.jsonl file as `run` read its training data."""
+    from .train.run import table_texts
+
     texts = list(args.texts)
-    if args.data:
+    table = table_texts(run, args.data) if run and args.data else None
+    if table is not None:
+        texts += table
+    elif args.data:
         texts += [line for line in Path(args.data).read_text(encoding="utf-8").splitlines() if line.strip()]
     if not texts:
         raise InputError(f"give a text to {verb}, or --data FILE with one text per line")
@@ -205,8 +268,8 @@ def _texts(args: argparse.Namespace, verb: str) -> list[str]:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .train.run import predict_texts
 
-    texts = _texts(args, "classify")
-    for row in predict_texts(args.run, texts, args.backend):
+    texts = _texts(args, "classify", run=args.run)
+    for row in predict_texts(args.run, texts, args.backend, str(args.device)):
         if args.json:
             print(json_text(row))
         else:
@@ -244,8 +307,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from .explain import explain_texts, render_html, render_terminal
 
-    texts = _texts(args, "explain")
-    rows = explain_texts(args.model, texts, backend=args.backend, method=args.method, steps=args.steps)
+    texts = _texts(args, "explain", run=args.model)
+    rows = explain_texts(args.model, texts, backend=args.backend, method=args.method, steps=args.steps,
+                         device=str(args.device))  # fmt: skip
     try:
         from rich.console import Console
         from rich.markup import escape
@@ -274,6 +338,35 @@ def _add_train_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--lr", type=float, help="learning rate")
     command.add_argument("--max-len", type=int, help="longest sequence kept (tokens or steps)")
     command.add_argument("--seed", type=int, help="seed for the split, weights and batch order")
+
+
+def _add_constrain_option(command: argparse.ArgumentParser, text: str) -> None:
+    from .crf import SCHEMES
+
+    command.add_argument("--constrain-decoding", choices=SCHEMES, metavar="SCHEME",
+                         help=f"{text}; one of {', '.join(SCHEMES)}")  # fmt: skip
+
+
+def _tag_column(value: str) -> str | int:
+    from .data.formats import parse_tag_column
+
+    try:
+        return parse_tag_column(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix(f"--tag-column {value!r}: ")) from None
+
+
+def _add_reader_options(command: argparse.ArgumentParser) -> None:
+    """How to read --data; by default the file decides (rnncore.data.formats)."""
+    from .data.formats import FORMATS
+
+    command.add_argument("--tag-column", type=_tag_column,
+                         help="tagging: the tag, a CoNLL-U field (UPOS, XPOS, DEPREL, ...; default UPOS) "
+                         "or a CoNLL column index (default -1, the last)")  # fmt: skip
+    command.add_argument("--token-column", type=int,
+                         help="tagging, CoNLL columns: the token's column index (default 0)")  # fmt: skip
+    command.add_argument("--data-format", choices=FORMATS,
+                         help="read --data as this layout, not the one its name and lines show")  # fmt: skip
 
 
 def _count(value: str) -> int:
@@ -368,6 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=("torch", "tensorflow"),
         help="comma-separated backends to compare (default torch,tensorflow)",
     )
+    _add_device_option(parity)
+    parity.add_argument("--tf32", action="store_true",
+                        help="allow TensorFloat-32 on GPUs (off by default: it is outside float32's "
+                        "tolerances)")  # fmt: skip
     parity.set_defaults(handler=cmd_parity)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of spec files")
@@ -389,12 +486,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--valid", help="validation data (default: 10%% of --data)")
     train.add_argument("--text-column", default="text", help="text column or JSONL field (default text)")
     train.add_argument("--label-column", default="label", help="label column or JSONL field (default label)")
+    _add_reader_options(train)
     train.add_argument("--spec", help="model spec file; default: a sensible model for the task")
     train.add_argument("--out", required=True, help="run folder to write")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--crf", action="store_true",
+                       help="tagging: a CRF output layer (tag-path loss, Viterbi decoding)")  # fmt: skip
+    _add_constrain_option(train, "tagging: decode only tag sequences legal in SCHEME (remembered by the run)")
     _add_train_options(train)
+    _add_device_option(train)
+    train.add_argument("--precision", choices=["float32", "bf16", "fp16"], default="float32",
+                       help="float32 (default); bf16/fp16 mixed precision is not available yet")  # fmt: skip
     _add_parallel_options(train)
     train.set_defaults(handler=cmd_train)
 
@@ -408,7 +512,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--text-column", help="text column or JSONL field of --data (default: the run's)")
     evaluate.add_argument("--label-column", help="label column or JSONL field of --data (default: the run's)")
+    evaluate.add_argument("--tag-column", type=_tag_column,
+                          help="tagging: CoNLL-U field or CoNLL column (default: the run's)")  # fmt: skip
     evaluate.add_argument("--json", action="store_true", help="print one JSON object of metrics")
+    evaluate.add_argument("--scheme", choices=SCHEMES, help="tagging: entity scheme (default: from the tags)")
+    evaluate.add_argument(
+        "--strict", action="store_true", help="tagging: seqeval's strict entities, not conlleval's"
+    )
+    _add_device_option(evaluate)
+    _add_constrain_option(
+        evaluate, "tagging: decode only tag sequences legal in SCHEME (default: as trained)"
+    )
     evaluate.set_defaults(handler=cmd_evaluate)
 
     predict = commands.add_parser("predict", help="classify texts with a trained run")
@@ -419,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=backend_choices, help="framework (default: the one it trained on)"
     )
     predict.add_argument("--json", action="store_true", help="one JSON object per text")
+    _add_device_option(predict)
     predict.set_defaults(handler=cmd_predict)
 
     port = commands.add_parser(
@@ -476,6 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=backend_choices, help="framework (default: the one that trained it)"
     )
     explain.add_argument("--html", help="also write a self-contained HTML page here")
+    _add_device_option(explain)
     explain.set_defaults(handler=cmd_explain)
 
     # listed for --help only: main() hands everything after `bench` to the harness before

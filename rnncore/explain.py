@@ -130,7 +130,10 @@ def features_view(model: Any) -> tuple[Any, np.ndarray | None]:
     table = weights.pop("embedding.weight")
     fmodel = _FEATURE_MODELS.get(model)
     if fmodel is None:
-        fmodel = build(features_spec(spec), backend=backend_of(model).NAME, weights=weights)
+        backend = backend_of(model)
+        fmodel = build(
+            features_spec(spec), backend=backend.NAME, weights=weights, device=backend.device_of(model)
+        )
         _FEATURE_MODELS[model] = fmodel
     else:
         set_weights(fmodel, weights)
@@ -353,8 +356,10 @@ def explain_texts(
     backend: str | None = None,
     method: str = "integrated_gradients",
     steps: int = 50,
+    device: str | None = None,
 ) -> list[ExplainedText]:
-    """Explain the predicted class of each text with a text-classification run or bundle folder.
+    """Explain the predicted class of each text with a text-classification run or bundle folder
+    (on `device`, see `rnncore.build`).
 
     Rows hold the tokens as the tokenizer cut them (truncated to the run's max_len), one score per
     token, the predicted label and the completeness gap. Feed them to `render_html` as they are.
@@ -365,7 +370,7 @@ def explain_texts(
     """
     from .train.run import RunError, _check_usable, load_run
 
-    model, encoder, info = load_run(run_or_bundle, backend)
+    model, encoder, info = load_run(run_or_bundle, backend, device)
     _check_usable(run_or_bundle, encoder)
     if info["task"] != "text-classification":
         raise RunError(

@@ -10,6 +10,10 @@ while exporting, and compared with the in-memory model under the ("export", dtyp
 A file that fails the check is removed: a deploy script must never pick up a wrong model.
 The export is written and checked under a hidden name beside its destination and only then
 renamed into place, so a failed `--overwrite` keeps the previous file.
+
+A CRF tagger's file also decodes (Viterbi inside the graph: TorchScript's `decode` method, the
+SavedModel's `tags` output; ONNX and TFLite refuse a CRF tagger); its tag paths on the check
+batch must equal the in-memory model's exactly.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .api import build, get_weights, predict, spec_of
 from .parity import random_batch
@@ -41,14 +47,20 @@ class ExportResult:
     diff: Diff  # exported file vs in-memory model on the check batch
     batch_shape: tuple[int, ...]
     dtype: str = "float32"
+    tags_match: bool | None = None  # a CRF tagger's decoded paths vs the in-memory model's
 
     def summary(self) -> str:
         tol = tolerance("export", self.dtype)
-        verdict = "ok" if self.diff.ok else "FAILED"
+        verdict = "ok" if self.diff.ok and self.tags_match is not False else "FAILED"
         return (
             f"{self.fmt} -> {self.path}: max abs diff {self.diff.max_abs:.2e} vs the in-memory model "
-            f"on a padded batch {self.batch_shape} (tolerance atol {tol.atol:g}, rtol {tol.rtol:g}): "
-            f"{verdict}"
+            f"on a padded batch {self.batch_shape} (tolerance atol {tol.atol:g}, rtol {tol.rtol:g})"
+            + (
+                ""
+                if self.tags_match is None
+                else f", Viterbi tag paths {'identical' if self.tags_match else 'DIFFER'}"
+            )
+            + f": {verdict}"
         )
 
 
@@ -85,9 +97,13 @@ def export(model: Any, path: str | Path, fmt: str, *, overwrite: bool = False, s
         inputs, lengths = random_batch(spec, batch=CHECK_BATCH, max_len=CHECK_MAX_LEN, seed=seed)
         expected = predict(native, inputs, lengths)
         actual = backend.run_exported(staged, fmt, inputs, lengths)
+        tags_match = None
+        if spec.head is not None and spec.head.crf:
+            decoded = backend.decode_exported(staged, fmt, inputs, lengths)
+            tags_match = bool(np.array_equal(decoded, backend.decode(native, inputs, lengths)))
         diff = compare(actual, expected, "export", spec.dtype)
-        result = ExportResult(fmt, path, diff, inputs.shape, spec.dtype)
-        if not result.diff.ok:
+        result = ExportResult(fmt, path, diff, inputs.shape, spec.dtype, tags_match)
+        if not result.diff.ok or tags_match is False:
             kept = f"{path} is unchanged" if exists else "nothing was written"
             raise ExportError(result.summary() + f"; the new export was discarded and {kept}")
         _move_into_place(staged, path, work)

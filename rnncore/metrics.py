@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from .entities import MODES, SCHEMES, check_scheme, extract_entities
+
+__all__ = ["MODES", "SCHEMES", "extract_entities"]  # re-exported: entity metrics take them
+
 AVERAGES = ("macro", "micro", "weighted", None)
-SCHEMES = ("IOB1", "IOB2", "IOBES")
 
 # Integer labels spanning fewer values than this are encoded with a lookup table (O(n))
 # instead of a sort.
@@ -544,107 +547,47 @@ def _check_sequence_lengths(true_sequences: Sequence[Any], pred_sequences: Seque
             raise ValueError(f"sequence {i} has {len(true)} true tags but {len(pred)} predicted tags")
 
 
-def _parse_tag(tag: Any, scheme: str) -> tuple[str, str]:
-    """(prefix, type) of a tag such as "B-PER"; a bare prefix ("B") has type "_" as in seqeval."""
-    if not isinstance(tag, str) or not tag:
-        raise ValueError(f"tags must be non-empty strings, got {tag!r}")
-    prefix = tag[0]
-    allowed = "BIO" if scheme in ("IOB1", "IOB2") else "BIESO"
-    if prefix not in allowed or (len(tag) > 1 and tag[1] != "-" and prefix != "O"):
-        raise ValueError(f"tag {tag!r} is not valid in {scheme}; expected O or one of {allowed} + '-TYPE'")
-    if prefix == "O":
-        return "O", ""
-    return prefix, tag[2:] or "_"
-
-
-def extract_entities(tags: Iterable[str], scheme: str = "IOB2") -> list[tuple[str, int, int]]:
-    """The entity spans of one tag sequence.
-
-    IOB1 and IOB2 use seqeval's default (conlleval-compatible) rules: a chunk starts at B-X,
-    or at I-X after O or after a tag of another type, and runs while I-X follows. These are
-    exactly IOB1's rules and agree with IOB2 on valid IOB2 input, so both schemes give the
-    same spans; an I-X with no B-X before it still starts a chunk (lenient).
-    IOBES uses seqeval's strict mode (`mode="strict", scheme=IOBES`): an entity is S-X, or
-    B-X I-X* E-X; any other run (B-X without a closing E-X, a stray I-X or E-X) is dropped.
-
-    Args:
-        tags: tag strings such as "B-PER", "I-PER", "O".
-        scheme: "IOB2", "IOB1" or "IOBES".
-
-    Returns:
-        (type, start, end) per entity in order, end exclusive: tags[start:end] is the entity.
-
-    Example:
-        >>> extract_entities(["B-PER", "I-PER", "O", "I-LOC"])
-        [('PER', 0, 2), ('LOC', 3, 4)]
-    """
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
-    parsed = [_parse_tag(tag, scheme) for tag in tags]
-    if scheme == "IOBES":
-        return _strict_iobes_spans(parsed)
-    spans = []
-    prev_prefix, prev_type, start = "O", "", 0
-    for i, (prefix, type_) in enumerate([*parsed, ("O", "")]):
-        if prev_prefix != "O" and (prefix != "I" or type_ != prev_type):
-            spans.append((prev_type, start, i))
-        if prefix == "B" or (prefix == "I" and (prev_prefix == "O" or type_ != prev_type)):
-            start = i
-        prev_prefix, prev_type = prefix, type_
-    return spans
-
-
-def _strict_iobes_spans(parsed: list[tuple[str, str]]) -> list[tuple[str, int, int]]:
-    spans = []
-    i = 0
-    while i < len(parsed):
-        prefix, type_ = parsed[i]
-        if prefix == "S":
-            spans.append((type_, i, i + 1))
-        elif prefix == "B":
-            j = i + 1
-            while j < len(parsed) and parsed[j] == ("I", type_):
-                j += 1
-            if j < len(parsed) and parsed[j] == ("E", type_):
-                spans.append((type_, i, j + 1))
-                i = j + 1
-            else:
-                i = j  # unterminated: the breaking tag may itself start an entity
-            continue
-        i += 1
-    return spans
-
-
 def entity_precision_recall_f1(
     true_sequences: Sequence[Sequence[str]],
     pred_sequences: Sequence[Sequence[str]],
     scheme: str = "IOB2",
     average: str | None = "micro",
     zero_division: float = 0.0,
+    mode: str = "default",
 ) -> dict[str, Any]:
     """Entity-level precision, recall and F1 over tagged sentences, as seqeval.
 
-    An entity counts as found only if its type, start and end all match. IOB1/IOB2 match
-    seqeval's default mode, IOBES seqeval's `mode="strict", scheme=IOBES` (see
-    `extract_entities`). Sentences never share an entity.
+    An entity counts as found only if its type, start and end all match. mode="default"
+    reads tags as seqeval's default mode (conlleval's rules), mode="strict" as seqeval's
+    `mode="strict"` with the scheme (see `rnncore.entities`). Sentences never share an
+    entity.
 
     Args:
         true_sequences: one list of true tags per sentence.
         pred_sequences: one list of predicted tags per sentence, same lengths.
-        scheme: "IOB2", "IOB1" or "IOBES".
+        scheme: one of SCHEMES ("IOB1", "IOB2", "IOE1", "IOE2", "IOBES", "BILOU").
         average: "micro" (seqeval's default), "macro", "weighted" or None (per entity type).
         zero_division: as in `precision_recall_f1`. With no entities on either side every
             average is zero_division.
+        mode: "default" or "strict".
 
     Returns:
         {"precision", "recall", "f1": float, "support": number of true entities}; with
         average=None per-type arrays plus "labels" (the sorted entity types).
+
+    Example:
+        >>> true, pred = [["B-ORG", "I-ORG", "O"]], [["I-ORG", "I-ORG", "O"]]
+        >>> entity_precision_recall_f1(true, pred)["f1"]
+        1.0
+        >>> entity_precision_recall_f1(true, pred, mode="strict")["f1"]
+        0.0
     """
     _check_sequence_lengths(true_sequences, pred_sequences)
+    check_scheme(scheme, mode)
     found = []
     for sequences in (true_sequences, pred_sequences):
         found.append(
-            {(i, *span) for i, tags in enumerate(sequences) for span in extract_entities(tags, scheme)}
+            {(i, *span) for i, tags in enumerate(sequences) for span in extract_entities(tags, scheme, mode)}
         )
     true_entities, pred_entities = found
     actual = Counter(type_ for _, type_, _, _ in true_entities)
@@ -657,3 +600,63 @@ def entity_precision_recall_f1(
 
     labels = np.array(types, dtype=str)
     return _scores(counts(hits), counts(predicted), counts(actual), labels, average, zero_division)
+
+
+def entity_report(
+    true_sequences: Sequence[Sequence[str]],
+    pred_sequences: Sequence[Sequence[str]],
+    scheme: str = "IOB2",
+    mode: str = "default",
+) -> dict[str, Any]:
+    """Entity precision/recall/F1 overall (micro average) and per entity type, JSON-ready.
+
+    Args:
+        true_sequences, pred_sequences, scheme, mode: as in `entity_precision_recall_f1`.
+
+    Returns:
+        {"scheme", "mode", "precision", "recall", "f1", "support", "per_type": {type:
+        {"precision", "recall", "f1", "support"}}}, all plain Python values; a type only
+        ever predicted has support 0.
+    """
+    overall = entity_precision_recall_f1(true_sequences, pred_sequences, scheme, "micro", mode=mode)
+    per_type = entity_precision_recall_f1(true_sequences, pred_sequences, scheme, None, mode=mode)
+    report: dict[str, Any] = {"scheme": scheme, "mode": mode}
+    report.update({name: float(overall[name]) for name in ("precision", "recall", "f1")})
+    report["support"] = int(overall["support"])
+    report["per_type"] = {
+        str(type_): {
+            "precision": float(per_type["precision"][i]),
+            "recall": float(per_type["recall"][i]),
+            "f1": float(per_type["f1"][i]),
+            "support": int(per_type["support"][i]),
+        }
+        for i, type_ in enumerate(per_type["labels"].tolist())
+    }
+    return report
+
+
+def tag_accuracy_report(
+    true_sequences: Sequence[Sequence[str]], pred_sequences: Sequence[Sequence[str]]
+) -> dict[str, Any]:
+    """Token accuracy overall and per true tag (the share of its tokens tagged right), JSON-ready.
+
+    Returns:
+        {"accuracy", "support": number of tokens, "per_tag": {tag: {"accuracy", "support"}}}.
+
+    Example:
+        >>> tag_accuracy_report([["DET", "NOUN", "NOUN"]], [["DET", "NOUN", "VERB"]])["per_tag"]["NOUN"]
+        {'accuracy': 0.5, 'support': 2}
+    """
+    true, pred = _flatten_sequences(true_sequences, pred_sequences)
+    _check_same_kind("true_sequences", true, "pred_sequences", pred)
+    tags = _unique(true)
+    # A tag's accuracy is its recall: of the tokens that carry it, the share predicted so.
+    per_tag = precision_recall_f1(true, pred, average=None, labels=tags)
+    return {
+        "accuracy": accuracy(true, pred),
+        "support": len(true),
+        "per_tag": {
+            str(tag): {"accuracy": float(per_tag["recall"][i]), "support": int(per_tag["support"][i])}
+            for i, tag in enumerate(tags.tolist())
+        },
+    }

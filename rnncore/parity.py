@@ -5,13 +5,15 @@ Used by `rnncore parity` and by the test suite.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
-from .api import build, get_weights, predict, value_and_grad
+from .api import build, device_of, get_weights, predict, value_and_grad
 from .reference import reference_forward
+from .registry import get_backend
 from .spec import ModelSpec
 from .tolerances import Diff, compare
 from .weights import Weights, init_weights
@@ -65,6 +67,8 @@ def parity_report(
     batch: int = 8,
     max_len: int = 20,
     seed: int = 0,
+    device: str | None = None,
+    tf32: bool = False,
 ) -> list[Check]:
     """Build `spec` on every backend from one set of weights and compare them.
 
@@ -72,25 +76,47 @@ def parity_report(
     random projection of the outputs, w.r.t. every canonical weight and feature inputs)
     between consecutive backends; the canonical weights read back from each backend are
     bit-identical to what went in.
+
+    `device` places every model (see `rnncore.build`); on a GPU the comparisons use the GPU
+    tolerances (`rnncore.tolerances.GPU_TOLERANCES`), and TensorFloat-32 stays off unless `tf32`
+    (it rounds float32 products to 10 mantissa bits, far outside any float32 tolerance).
     """
+    with contextlib.ExitStack() as numerics:
+        for name in backends:
+            numerics.enter_context(get_backend(name).tf32(tf32))
+        return _checks(spec, backends, weights, batch, max_len, seed, device)
+
+
+def _checks(
+    spec: ModelSpec,
+    backends: tuple[str, ...],
+    weights: Weights | None,
+    batch: int,
+    max_len: int,
+    seed: int,
+    device: str | None,
+) -> list[Check]:
     w = init_weights(spec, seed) if weights is None else weights
     inputs, lengths = random_batch(spec, batch, max_len, seed)
     expected = reference_forward(spec, w, inputs, lengths)
     cotangent = np.random.default_rng(seed + 1).standard_normal(expected.shape).astype(spec.dtype)
     checks: list[Check] = []
     results = {}
+    gpu = False  # any model on a GPU: every comparison gets the GPU tolerances
     for name in backends:
-        model = build(spec, backend=name, weights=w)
+        model = build(spec, backend=name, weights=w, device=device)
+        gpu = gpu or device_of(model) != "cpu"
         checks.append(Check("weights", f"canonical -> {name} -> canonical", _exact(w, get_weights(model))))
         out = predict(model, inputs, lengths)
-        checks.append(Check("outputs", f"{name} vs oracle", compare(out, expected, "outputs", spec.dtype)))
+        diff = compare(out, expected, "outputs", spec.dtype, gpu=device_of(model) != "cpu")
+        checks.append(Check("outputs", f"{name} vs oracle", diff))
         results[name] = value_and_grad(model, inputs, cotangent, lengths)
     for a, b in itertools.pairwise(backends):
         (out_a, grads_a, xgrad_a), (out_b, grads_b, xgrad_b) = results[a], results[b]
-        checks.append(Check("outputs", f"{a} vs {b}", compare(out_a, out_b, "outputs", spec.dtype)))
-        diffs = [compare(grads_a[k], grads_b[k], "gradients", spec.dtype) for k in grads_b]
+        checks.append(Check("outputs", f"{a} vs {b}", compare(out_a, out_b, "outputs", spec.dtype, gpu)))
+        diffs = [compare(grads_a[k], grads_b[k], "gradients", spec.dtype, gpu) for k in grads_b]
         if xgrad_a is not None and xgrad_b is not None:
-            diffs.append(compare(xgrad_a, xgrad_b, "gradients", spec.dtype))
+            diffs.append(compare(xgrad_a, xgrad_b, "gradients", spec.dtype, gpu))
         checks.append(Check("gradients", f"{a} vs {b}", _max_diff(diffs)))
     return checks
 

@@ -3,7 +3,13 @@
 A backend is a module (`rnncore_torch`, `rnncore_tensorflow`) exposing the same functions:
 
     NAME: str                                   # canonical backend name
-    build(spec, weights) -> model               # a native model holding `weights`
+    FRAMEWORK: str                              # the framework's name, for messages
+    build(spec, weights, device=None) -> model  # a native model holding `weights`; device
+                                                #   "cpu"/"cuda:N" (see rnncore.device), None:
+                                                #   the framework's own placement
+    gpu_count() -> int                          # GPUs the framework sees
+    device_of(model) -> str                     # "cpu" or "cuda:N"
+    tf32(enabled) -> context manager            # TensorFloat-32 on/off, restored on exit
     get_weights(model) -> dict[str, ndarray]    # canonical layout, copies
     set_weights(model, weights) -> None
     spec_of(model) -> ModelSpec
@@ -17,6 +23,10 @@ A backend is a module (`rnncore_torch`, `rnncore_tensorflow`) exposing the same 
     value_and_grad(model, inputs, lengths, cotangent)
         -> (outputs, canonical weight grads, input grads or None)
         # grads of sum(outputs * cotangent), eval mode; input grads for features only
+    decode(model, inputs, lengths, allowed=None) -> (B, T) int64   # a tagger's tag paths
+        # Viterbi for a CRF head, argmax or constrained Viterbi for softmax (rnncore.crf.decode)
+    crf_log_likelihood_and_grads(emissions, tags, lengths, weights, cotangent)
+        -> (log-likelihood (B,), grads of sum(ll * cotangent): emissions and crf.* weights)
 
 Nothing outside this module compares backend names as strings.
 """

@@ -7,6 +7,7 @@ A spec reads left to right like the network it describes::
          dropout after every layer
       -> pooling: last | mean | max | attention | none
       -> head (optional): hidden Dense layers -> logits
+         (tagging may add a linear-chain CRF over the per-step logits: `head.crf`)
 
 Every object is frozen and checked when it is created; a bad value raises `SpecError`
 naming the field, the value and what is allowed.
@@ -177,6 +178,9 @@ class HeadSpec:
     activation: str = "relu"
     negative_slope: float = 0.01
     dropout: float = 0.0
+    # A linear-chain CRF over the per-step logits (tagging only): the logits become emission
+    # scores, training maximises the tag path's likelihood and prediction is Viterbi decoding.
+    crf: bool = False
 
     def __post_init__(self) -> None:
         _check_int("head.num_outputs", self.num_outputs, 1, "MAX_WIDTH")
@@ -194,9 +198,17 @@ class HeadSpec:
             raise _fail("head.negative_slope", slope, "a finite number >= 0")
         object.__setattr__(self, "negative_slope", float(slope))
         _check_rate("head.dropout", self.dropout)
+        if not isinstance(self.crf, bool):
+            raise _fail("head.crf", self.crf, "true or false")
+        if self.crf and self.task != "tagging":
+            raise SpecError(
+                "head.crf",
+                f"a CRF scores a tag for every step; it needs task 'tagging' (with pooling 'none'), "
+                f"not {self.task!r}",
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "hidden": list(self.hidden),
             "activation": self.activation,
             "negative_slope": self.negative_slope,
@@ -204,6 +216,9 @@ class HeadSpec:
             "num_outputs": self.num_outputs,
             "task": self.task,
         }
+        if self.crf:  # written only when on: a spec without a CRF reads as it always did
+            out["crf"] = True
+        return out
 
 
 def _sub_spec(cls: Any, path: str, value: Any) -> Any:
@@ -434,8 +449,12 @@ def json_schema() -> dict[str, Any]:
             "dropout": rate,
             "num_outputs": positive,
             "task": enum(TASKS),
+            "crf": {"type": "boolean"},
         },
         "additionalProperties": False,
+        # a CRF only over per-step tags
+        "if": {"properties": {"crf": {"const": True}}, "required": ["crf"]},
+        "then": {"properties": {"task": {"const": "tagging"}}, "required": ["task"]},
     }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -10,11 +10,14 @@
 | pooling.attention.weight               | (D,)           | attention pooling: score_t = x_t . w    |
 | head.hidden.{i}.weight / .bias         | (out, in)/(out,) | Dense layers, torch (out, in) layout  |
 | head.output.weight / .bias             | (K, in)/(K,)   | logits                                  |
+| crf.transitions                        | (K, K)         | head.crf only: [i, j] scores tag i -> j |
+| crf.start / crf.end                    | (K,)           | scores of a path's first / last tag     |
 
 Gate order: LSTM i, f, g, o (G=4); GRU r, z, n (G=3); Elman RNN one block (G=1).
 GRU is the "reset after" form: n = tanh(W_in x + b_in + r * (W_hn h + b_hn)).
 I is the layer's input width (E or F for layer 0, H*D after), D = 2 if bidirectional.
 The attention score has no bias: softmax ignores a constant shift, so it would never learn.
+A CRF's transitions read from (row) -> to (column), pytorch-crf's and AllenNLP's layout.
 """
 
 from __future__ import annotations
@@ -80,6 +83,11 @@ def canonical_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     for name, (n_in, n_out) in zip(head_layer_names(spec), head_layer_sizes(spec), strict=True):
         shapes[f"{name}.weight"] = (n_out, n_in)
         shapes[f"{name}.bias"] = (n_out,)
+    if spec.head is not None and spec.head.crf:
+        tags = spec.head.num_outputs
+        shapes["crf.transitions"] = (tags, tags)
+        shapes["crf.start"] = (tags,)
+        shapes["crf.end"] = (tags,)
     return shapes
 
 
@@ -104,6 +112,8 @@ def init_weights(spec: ModelSpec, seed: int = 0) -> Weights:
             value = rng.uniform(-bound, bound, shape)
         elif name == "pooling.attention.weight":
             value = rng.uniform(-1.0, 1.0, shape) / np.sqrt(shape[0])
+        elif name.startswith("crf."):  # pytorch-crf's rule: small, so emissions lead at first
+            value = rng.uniform(-0.1, 0.1, shape)
         else:  # head Dense: fan_in is the last axis of (out, in); biases use the layer's fan_in
             fan_in = shape[-1] if len(shape) == 2 else _head_fan_in(spec, name)
             bound = 1.0 / np.sqrt(fan_in)

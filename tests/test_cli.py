@@ -117,6 +117,9 @@ def test_train_evaluate_predict_on_a_csv(reviews_csv, tmp_path, capsys):
     assert cli.main(["evaluate", str(run), "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert {"accuracy", "macro_f1"} <= set(scores) and 0.0 <= scores["accuracy"] <= 1.0
+    assert "tagging" not in scores
+    assert cli.main(["evaluate", str(run), "--strict"]) == 2
+    assert "entity schemes and modes apply to tagging runs" in capsys.readouterr().err
     assert cli.main(["predict", str(run), "a quietly moving film", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["label"] in ("fresh", "rotten") and abs(sum(row["probabilities"].values()) - 1) < 1e-6
@@ -335,6 +338,16 @@ def test_tagging_runs_report_entity_scores_for_iob_tags(tmp_path, capsys):
     scores = json.loads(capsys.readouterr().out)
     assert {"accuracy", "entity_precision", "entity_recall", "entity_f1"} <= set(scores)
     assert 0.0 <= scores["entity_f1"] <= 1.0
+    tagging = scores["tagging"]
+    assert (tagging["metric"], tagging["scheme"], tagging["mode"]) == ("entity", "IOB2", "default")
+    assert tagging["model"]["f1"] == pytest.approx(scores["entity_f1"])
+    assert tagging["baseline"]["support"] == tagging["model"]["support"] > 0
+    assert cli.main(["evaluate", str(run), "--strict"]) == 0
+    printed = capsys.readouterr().out
+    assert "entities (IOB2, strict mode): model | most-frequent-tag baseline" in printed
+    assert any(line.split()[:1] == ["all"] for line in printed.splitlines())
+    assert cli.main(["evaluate", str(run), "--scheme", "IOE2"]) == 2  # IOB2 tags hold B-, which IOE2 lacks
+    assert "is not valid in IOE2" in capsys.readouterr().err
 
 
 def test_explain_prints_tokens_and_writes_a_page(reviews_csv, tmp_path, capsys):

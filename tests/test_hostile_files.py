@@ -202,6 +202,15 @@ DAMAGE: dict[str, tuple[Callable[[Path], object], tuple[str, ...], str]] = {
         RUN_READERS,
         'run.json: expected an object with "task"',
     ),
+    "run.json's reader is not an object": (
+        _write(
+            "run.json",
+            '{"task": "text-classification", "backend": "torch", "data": null, "reader": 5, '
+            '"train": {"max_len": 16, "seed": 0}}',
+        ),
+        RUN_READERS,
+        '"reader" must be an object naming the data "format"',
+    ),
     "config.json is a link": (_outside("config.json"), MODEL_FILES, "config.json is a symbolic link"),
     "model.safetensors is a link": (
         _outside("model.safetensors"),

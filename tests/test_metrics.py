@@ -484,7 +484,7 @@ def test_fixture_sentences_are_real_and_predictions_imperfect(ner):
     assert any(t.startswith("I-") and (i == 0 or p[i - 1] == "O") for p in pred for i, t in enumerate(p))
 
 
-@pytest.mark.parametrize("scheme", ["IOB2", "IOB1"])
+@pytest.mark.parametrize("scheme", ["IOB2", "IOB1", "IOBES"])
 def test_extract_entities_matches_seqeval_default_mode(scheme, ner):
     for sequence in (seq for side in ner[scheme] for seq in side):
         assert metrics.extract_entities(sequence, scheme) == _spans(sequence)
@@ -493,7 +493,8 @@ def test_extract_entities_matches_seqeval_default_mode(scheme, ner):
 def test_extract_entities_matches_seqeval_strict_iobes(ner):
     for sequence in (seq for side in ner["IOBES"] for seq in side):
         theirs = seqeval_scheme.Tokens(sequence, seqeval_scheme.IOBES).entities
-        assert metrics.extract_entities(sequence, "IOBES") == [(e.tag, e.start, e.end) for e in theirs]
+        ours = metrics.extract_entities(sequence, "IOBES", mode="strict")
+        assert ours == [(e.tag, e.start, e.end) for e in theirs]
 
 
 def test_iob1_rules_match_seqeval_strict_iob1_on_valid_iob1(ner):
@@ -508,17 +509,27 @@ def test_iob1_rules_match_seqeval_strict_iob1_on_valid_iob1(ner):
 
 def test_strict_iobes_drops_unterminated_and_stray_chunks():
     tags = ["B-PER", "I-PER", "O", "I-LOC", "E-LOC", "S-ORG", "B-DAT", "E-TIM", "B-MON", "I-MON", "E-MON"]
-    assert metrics.extract_entities(tags, "IOBES") == [("ORG", 5, 6), ("MON", 8, 11)]
+    assert metrics.extract_entities(tags, "IOBES", mode="strict") == [("ORG", 5, 6), ("MON", 8, 11)]
+
+
+def test_default_iobes_repairs_chunks_as_conlleval_does():
+    # conlleval: I- after O opens a chunk, E- and S- close one, a change of type closes one.
+    tags = ["B-PER", "I-PER", "O", "I-LOC", "E-LOC", "S-ORG", "B-DAT", "E-TIM", "B-MON", "I-MON", "E-MON"]
+    assert metrics.extract_entities(tags, "IOBES") == [
+        ("PER", 0, 2), ("LOC", 3, 5), ("ORG", 5, 6), ("DAT", 6, 7), ("TIM", 7, 8), ("MON", 8, 11)
+    ]  # fmt: skip
+    assert metrics.extract_entities(["I-PER", "E-PER"], "IOBES") == [("PER", 0, 2)]
 
 
 @pytest.mark.parametrize("average", ["micro", "macro", "weighted", None])
-@pytest.mark.parametrize("scheme", ["IOB2", "IOB1", "IOBES"])
-def test_entity_scores_match_seqeval(scheme, average, ner):
+@pytest.mark.parametrize(("scheme", "mode"), [("IOB2", "default"), ("IOB1", "default"), ("IOBES", "default"),
+                                             ("IOB2", "strict"), ("IOBES", "strict")])  # fmt: skip
+def test_entity_scores_match_seqeval(scheme, mode, average, ner):
     true, pred = ner[scheme]
-    ours = metrics.entity_precision_recall_f1(true, pred, scheme=scheme, average=average)
-    if scheme == "IOBES":
+    ours = metrics.entity_precision_recall_f1(true, pred, scheme=scheme, average=average, mode=mode)
+    if mode == "strict":
         p, r, f, support = seqeval_v1.precision_recall_fscore_support(
-            true, pred, average=average, zero_division=0, scheme=seqeval_scheme.IOBES
+            true, pred, average=average, zero_division=0, scheme=getattr(seqeval_scheme, scheme)
         )
     else:
         p, r, f, support = seqeval_labeling.precision_recall_fscore_support(
@@ -539,9 +550,8 @@ def test_entity_f1_matches_seqeval_public_api(ner):
     )
     true, pred = ner["IOBES"]
     expected = f1_score(true, pred, mode="strict", scheme=seqeval_scheme.IOBES)
-    assert metrics.entity_precision_recall_f1(true, pred, scheme="IOBES")["f1"] == pytest.approx(
-        expected, rel=RTOL
-    )
+    ours = metrics.entity_precision_recall_f1(true, pred, scheme="IOBES", mode="strict")
+    assert ours["f1"] == pytest.approx(expected, rel=RTOL)
 
 
 def test_entity_scores_without_any_entity_are_zero_division():
@@ -561,7 +571,9 @@ def test_entity_input_errors():
     with pytest.raises(ValueError, match="'E-PER' is not valid in IOB2"):
         metrics.extract_entities(["B-PER", "E-PER"], "IOB2")
     with pytest.raises(ValueError, match="scheme must be one of"):
-        metrics.extract_entities(["O"], "BILOU")
+        metrics.extract_entities(["O"], "IOX")
+    with pytest.raises(ValueError, match="mode must be one of default, strict"):
+        metrics.entity_precision_recall_f1([["O"]], [["O"]], mode="lenient")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,25 +26,33 @@ if keras.backend.backend() != "tensorflow":
         "Set KERAS_BACKEND=tensorflow before anything imports keras, or use rnncore's torch backend."
     )
 
+from .crf import log_likelihood_and_grads as crf_log_likelihood_and_grads
+from .device import FRAMEWORK, device_of, gpu_count, tf32
 from .distributed import start_distributed
-from .export import EXPORT_FORMATS, ExportError, export, run_exported
+from .export import EXPORT_FORMATS, ExportError, decode_exported, export, run_exported
 from .files import load_keras_file
 from .model import build, get_weights, owns, set_weights, spec_of
 from .native import from_native, owns_native, read_native
-from .runtime import predict, value_and_grad
+from .runtime import decode, predict, value_and_grad
 from .train import Trainer, make_trainer
 
 NAME = "tensorflow"
 
 __all__ = [
     "EXPORT_FORMATS",
+    "FRAMEWORK",
     "NAME",
     "ExportError",
     "Trainer",
     "build",
+    "crf_log_likelihood_and_grads",
+    "decode",
+    "decode_exported",
+    "device_of",
     "export",
     "from_native",
     "get_weights",
+    "gpu_count",
     "load_keras_file",
     "make_trainer",
     "owns",
@@ -55,5 +63,6 @@ __all__ = [
     "set_weights",
     "spec_of",
     "start_distributed",
+    "tf32",
     "value_and_grad",
 ]

@@ -13,6 +13,7 @@ What differs, and why:
   (canonical b_ih), row 1 the recurrent bias (b_hh).
 - SimpleRNN: one gate block, one bias.
 - Dense: kernel `(in, out)`, canonical `(out, in)`. Embedding `(V, E)` is the same in both.
+- CRF: transitions (from, to), start and end, the same in both.
 """
 
 from __future__ import annotations
@@ -114,6 +115,9 @@ def bindings(spec: ModelSpec, model: Any) -> list[Binding]:
         dense = model.get_layer(naming.head(name))
         found.append(_transposed(dense.kernel, f"{name}.weight"))
         found.append(_same(dense.bias, f"{name}.bias"))
+    if spec.head is not None and spec.head.crf:
+        crf = model.get_layer(naming.CRF)
+        found.extend(_same(getattr(crf, part), f"crf.{part}") for part in ("transitions", "start", "end"))
     return found
 
 

@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from rnncore.device import resolve_device
 from rnncore.train.config import TrainConfig
 from rnncore.train.distributed import Shard
 from rnncore.train.losses import check_training_batch
 
+from .device import FRAMEWORK, gpu_count, use_device
 from .runtime import dense
 from .train import Trainer
 
@@ -123,6 +125,9 @@ class Worker:
         """Nothing to release: TensorFlow shuts the collective service down at exit."""
 
 
-def start_distributed(timeout_s: float) -> Worker:
-    """Join the cluster TF_CONFIG describes (must run before any other TensorFlow work)."""
+def start_distributed(timeout_s: float, device: str = "auto") -> Worker:
+    """Join the cluster TF_CONFIG describes (must run before any other TensorFlow work);
+    `device` cpu hides the GPUs first (auto and cuda leave them to TensorFlow: one per worker)."""
+    resolve_device(device, gpu_count(), FRAMEWORK)  # cuda without a GPU: refused here
+    use_device(device)
     return Worker(timeout_s)

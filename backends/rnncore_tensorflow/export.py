@@ -11,6 +11,10 @@ padded steps), or the pooled / per-step features when the spec has no head. Batc
 sequence length are dynamic in both formats; the graph is in inference mode (no dropout).
 `run_exported` casts whatever integer dtypes it is given.
 
+A CRF tagger's SavedModel has a second output, `tags`: its Viterbi tag paths `(B, T)` int64
+(0 at padded steps), decoded inside the graph. TFLite refuses a CRF tagger: the decoder's
+loops over time keep TensorLists that need Flex ops (see below).
+
 SavedModel ("savedmodel") traces the Keras model itself, so it computes exactly what
 `rnncore.predict` computes (float64 too) and keeps its variables. TF Serving loads the folder.
 
@@ -61,13 +65,15 @@ from rnncore.export import ExportError
 from rnncore.spec import ModelSpec
 from rnncore.weights import Weights, head_layer_names, layer_prefix
 
-from .model import get_weights, spec_of
+from .crf import viterbi
+from .model import crf_layer, get_weights, spec_of
 from .runtime import input_signature
 
 EXPORT_FORMATS = ("savedmodel", "tflite")
 SIGNATURE = "serving_default"
 INPUT_NAMES = ("inputs", "lengths")
 OUTPUT_NAME = "outputs"
+TAGS_NAME = "tags"  # a CRF tagger's decoded paths
 # The only op set the TFLite converter may use: no Flex (SELECT_TF_OPS), no custom ops.
 TFLITE_OPS = (tf.lite.OpsSet.TFLITE_BUILTINS,)
 
@@ -93,6 +99,12 @@ def export(model: Any, path: str | Path, fmt: str) -> None:
             f"TFLite runs float32 only and this model is {spec.dtype}: export 'savedmodel' instead, "
             "or export a float32 copy: rnncore.build(spec.replace(dtype='float32'), "
             "backend='tensorflow', weights=rnncore.get_weights(model))"
+        )
+    if fmt == "tflite" and spec.head is not None and spec.head.crf:
+        raise ExportError(
+            "TFLite export of a CRF tagger is not supported: its Viterbi decoding needs TensorFlow "
+            "ops (Flex) that TFLite runtimes often lack. Export 'savedmodel' (Viterbi inside, output "
+            "'tags') or 'torchscript'"
         )
     target = Path(path)
     folder = fmt == "savedmodel"
@@ -168,8 +180,16 @@ def _check_replaceable(target: Path, folder: bool) -> None:
 def _write_savedmodel(model: Any, spec: ModelSpec, folder: Path) -> None:
     # Keras' ExportArchive saves the variables and this one traced function; tracking the
     # model itself with tf.saved_model.save would also trace and store every layer's call.
+    crf = crf_layer(model)
+
     def serve(inputs: Any, lengths: Any) -> dict[str, Any]:
-        return {OUTPUT_NAME: model([inputs, lengths], training=False)}
+        outputs = model([inputs, lengths], training=False)
+        if crf is None:
+            return {OUTPUT_NAME: outputs}
+        return {
+            OUTPUT_NAME: outputs,
+            TAGS_NAME: viterbi(outputs, lengths, crf.transitions, crf.start, crf.end),
+        }
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -177,7 +197,19 @@ def _write_savedmodel(model: Any, spec: ModelSpec, folder: Path) -> None:
     archive.write_out(str(folder), verbose=False)
 
 
+def decode_exported(path: str | Path, fmt: str, inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """A CRF tagger's tag paths (B, T) int64 from its SavedModel (the `tags` output)."""
+    if fmt != "savedmodel":
+        raise ExportError(f"{fmt} files of rnncore hold no Viterbi decoder; SavedModel folders do")
+    x, lens = _check_batch(np.asarray(inputs), np.asarray(lengths))
+    return np.asarray(_serve_savedmodel(Path(path), x, lens)[TAGS_NAME].numpy())
+
+
 def _run_savedmodel(path: Path, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    return np.asarray(_serve_savedmodel(path, x, lengths)[OUTPUT_NAME].numpy())
+
+
+def _serve_savedmodel(path: Path, x: np.ndarray, lengths: np.ndarray) -> dict[str, Any]:
     graph = path / "saved_model.pb"
     if not graph.is_file():
         raise ExportError(f"{path} is not a SavedModel folder (no saved_model.pb)")
@@ -188,7 +220,7 @@ def _run_savedmodel(path: Path, x: np.ndarray, lengths: np.ndarray) -> np.ndarra
         name: tf.convert_to_tensor(value.astype(specs[name].dtype.as_numpy_dtype))
         for name, value in zip(INPUT_NAMES, (x, lengths), strict=True)
     }
-    return np.asarray(serve(**feeds)[OUTPUT_NAME].numpy())
+    return dict(serve(**feeds))
 
 
 @functools.lru_cache(maxsize=2)

@@ -12,6 +12,8 @@ from rnncore.spec import ModelSpec
 from rnncore.weights import Weights, check_weights, head_layer_names
 
 from . import convert, naming
+from .crf import Crf
+from .device import DEVICE_ATTR, placement
 from .layers import HeadActivation, SequencePooling, StepMask, ZeroPaddedSteps
 
 # Where the spec lives on a built model. A plain attribute: Keras does not save it, so a
@@ -168,6 +170,8 @@ def _head(spec: ModelSpec, layers: LayerSource, features: Any, step_mask: Any) -
     logits = output(features)
     if spec.per_step_output:
         logits = layers(ZeroPaddedSteps, naming.OUTPUT_MASK, dtype=spec.dtype)(logits, step_mask)
+    if head.crf:  # passes the logits through; it holds the CRF's weights (see `crf.Crf`)
+        logits = layers(Crf, naming.CRF, head.num_outputs, dtype=spec.dtype)(logits)
     return logits
 
 
@@ -184,7 +188,7 @@ def _graph(spec: ModelSpec, layers: LayerSource, masks: str) -> keras.Model:
     return keras.Model([x, lengths], outputs, name="rnncore")
 
 
-def build(spec: ModelSpec, weights: Mapping[str, np.ndarray]) -> keras.Model:
+def build(spec: ModelSpec, weights: Mapping[str, np.ndarray], device: str | None = None) -> keras.Model:
     """A functional `keras.Model` for `spec`, holding `weights` (canonical layout).
 
     The model takes `[inputs, lengths]`: token ids `(B, T)` int64 or features `(B, T, F)`,
@@ -194,8 +198,10 @@ def build(spec: ModelSpec, weights: Mapping[str, np.ndarray]) -> keras.Model:
         >>> model = build(spec, rnncore.init_weights(spec))
         >>> logits = model([ids, lengths], training=False)
     """
-    model = _graph(spec, _new_layer, masks="needed")
+    with placement(device):  # `device`: a resolved rnncore device, or None for TensorFlow's choice
+        model = _graph(spec, _new_layer, masks="needed")
     setattr(model, SPEC_ATTR, spec)
+    setattr(model, DEVICE_ATTR, device)
     set_weights(model, weights)
     return model
 
@@ -224,6 +230,12 @@ def fully_masked_twin(model: keras.Model) -> keras.Model:
 
 def _twin(model: keras.Model, masks: str) -> keras.Model:
     return _graph(spec_of(model), lambda make, name, *args, **kwargs: model.get_layer(name), masks=masks)
+
+
+def crf_layer(model: Any) -> Crf | None:
+    """The model's CRF layer, or None for a model without a CRF head."""
+    head = spec_of(model).head
+    return model.get_layer(naming.CRF) if head is not None and head.crf else None
 
 
 def owns(model: Any) -> bool:

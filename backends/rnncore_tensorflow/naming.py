@@ -10,6 +10,7 @@ STEP_MASK = "step_mask"
 EMBEDDING = "embedding"
 POOLING = "pooling"
 OUTPUT_MASK = "head_output_zero_padding"
+CRF = "crf"
 
 
 def encoder(layer: int) -> str:

@@ -29,6 +29,7 @@ filled in for unpadded batches) as one of the paths timed.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import weakref
@@ -39,11 +40,20 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from rnncore.crf import Allowed
 from rnncore.spec import ModelSpec
 from rnncore.weights import Weights
 
 from . import convert
-from .model import full_length_twin, fully_masked_twin, masks_every_layer, masks_some_layer, spec_of
+from .crf import decode_outputs
+from .model import (
+    crf_layer,
+    full_length_twin,
+    fully_masked_twin,
+    masks_every_layer,
+    masks_some_layer,
+    spec_of,
+)
 
 
 class _TracedOnReuse:
@@ -115,6 +125,18 @@ def xla_enabled() -> bool:
     return os.environ.get("RNNCORE_KERAS_XLA", "1") != "0"
 
 
+@functools.cache
+def sees_gpu() -> bool:
+    """Whether TensorFlow runs on a GPU in this process (fixed once its runtime has started).
+
+    There Keras' LSTM and GRU layers take cuDNN's kernels, which XLA cannot compile (Keras sets
+    `supports_jit = False` on such layers itself), so the XLA-compiled variants of the forward
+    pass and of the whole training step are left out: every batch takes the graph. Untested on
+    a GPU (see docs/gpu.md).
+    """
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
 Shape = tuple[int, int]
 GRAPH = "graph"
 SHAPED = "graph_for_shape"  # the graph traced again for one exact batch shape (static sizes)
@@ -166,7 +188,7 @@ class PathChooser:
         self._verdict: dict[Shape, str] = {}  # the path a shape stays on, once the trials are done
         self._led: dict[Shape, str] = {}  # the path whose lead call just ran: its trial is next
         self._compile_s = XLA_COMPILE_S_GUESS
-        if not xla_enabled():
+        if not xla_enabled() or sees_gpu():
             self.variants = []
 
     @property
@@ -419,7 +441,12 @@ class _Runner:
                 outputs = forward(x, lengths)
                 loss = tf.reduce_sum(outputs * cotangent)
             sources = [*variables, x] if features else variables
-            grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            grads = tape.gradient(loss, sources)
+            # A CRF's weights do not reach the outputs (its layer passes them through): zero.
+            # (UnconnectedGradients.ZERO fails on Keras variables, whose dtype is a string.)
+            grads = [
+                tf.zeros(s.shape, s.dtype) if g is None else g for g, s in zip(grads, sources, strict=True)
+            ]
             return outputs, dense(grads)  # callers want numpy arrays of every weight's shape
 
         compiled = {"xla_masked": lambda: _eval_call(fully_masked_twin(self._model_alive()))}
@@ -488,6 +515,15 @@ def predict(model: Any, inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     lengths = lengths.astype(np.int32)
     out = _runner(model).forward_for(inputs, lengths)(inputs, lengths)
     return np.asarray(out, dtype=spec_of(model).dtype)
+
+
+def decode(model: Any, inputs: np.ndarray, lengths: np.ndarray, allowed: Allowed | None = None) -> np.ndarray:
+    """A tagger's best tag paths (B, T) int64: Viterbi for a CRF head, argmax (or constrained
+    Viterbi over log-probabilities, under `allowed`) for a softmax one."""
+    head = spec_of(model).head
+    assert head is not None
+    outputs = tf.constant(predict(model, inputs, lengths))
+    return decode_outputs(head.num_outputs, crf_layer(model), outputs, tf.constant(lengths), allowed).numpy()
 
 
 def value_and_grad(

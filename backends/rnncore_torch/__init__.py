@@ -7,12 +7,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from rnncore.crf import Allowed
 from rnncore.spec import ModelSpec
 from rnncore.weights import Weights
 
 from .convert import load_canonical, to_canonical
+from .crf import decode_outputs
+from .crf import log_likelihood_and_grads as crf_log_likelihood_and_grads
+from .device import FRAMEWORK, device_of, gpu_count, tf32, torch_device
 from .distributed import start_distributed
-from .export import EXPORT_FORMATS, ExportError, export, run_exported
+from .export import EXPORT_FORMATS, ExportError, decode_exported, export, run_exported
 from .files import load_state_dict_file
 from .model import RnnModel
 from .native import from_native, owns_native
@@ -22,14 +26,20 @@ NAME = "torch"
 
 __all__ = [
     "EXPORT_FORMATS",
+    "FRAMEWORK",
     "NAME",
     "ExportError",
     "RnnModel",
     "Trainer",
     "build",
+    "crf_log_likelihood_and_grads",
+    "decode",
+    "decode_exported",
+    "device_of",
     "export",
     "from_native",
     "get_weights",
+    "gpu_count",
     "load_state_dict_file",
     "make_trainer",
     "owns",
@@ -39,14 +49,18 @@ __all__ = [
     "set_weights",
     "spec_of",
     "start_distributed",
+    "tf32",
     "value_and_grad",
 ]
 
 
-def build(spec: ModelSpec, weights: Weights) -> RnnModel:
-    """A `RnnModel` (a plain nn.Module) holding `weights`, in eval mode."""
+def build(spec: ModelSpec, weights: Weights, device: str | None = None) -> RnnModel:
+    """A `RnnModel` (a plain nn.Module) holding `weights`, in eval mode, on `device` (a resolved
+    rnncore device, `cpu` or `cuda:N`; None: the CPU, torch's own default)."""
     model = RnnModel(spec)
     load_canonical(model, spec, weights)
+    if device is not None:
+        model.to(torch_device(device))
     return model.eval()
 
 
@@ -81,6 +95,24 @@ def predict(model: RnnModel, inputs: np.ndarray, lengths: np.ndarray) -> np.ndar
     try:
         with torch.inference_mode():
             return model(*_to_tensors(model, inputs, lengths)).cpu().numpy()
+    finally:
+        model.train(was_training)
+
+
+def decode(
+    model: RnnModel, inputs: np.ndarray, lengths: np.ndarray, allowed: Allowed | None = None
+) -> np.ndarray:
+    """A tagger's best tag paths (B, T) int64: Viterbi for a CRF head, argmax (or constrained
+    Viterbi over log-probabilities, under `allowed`) for a softmax one."""
+    head = model.spec.head
+    assert head is not None
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            x, lens = _to_tensors(model, inputs, lengths)
+            paths = decode_outputs(head.num_outputs, model.crf, model(x, lens), lens, allowed)
+            return paths.cpu().numpy()
     finally:
         model.train(was_training)
 

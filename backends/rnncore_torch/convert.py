@@ -50,6 +50,9 @@ def parameter_map(spec: ModelSpec) -> Iterator[tuple[str, str]]:
     for i, name in enumerate(head_layer_names(spec)):
         yield f"{name}.weight", f"dense.{i}.weight"
         yield f"{name}.bias", f"dense.{i}.bias"
+    if spec.head is not None and spec.head.crf:
+        for part in ("transitions", "start", "end"):
+            yield f"crf.{part}", f"crf.{part}"
 
 
 def frozen_zero_biases(spec: ModelSpec) -> Iterator[str]:

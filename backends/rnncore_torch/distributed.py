@@ -19,9 +19,11 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from rnncore.device import resolve_device
 from rnncore.train.config import TrainConfig
 from rnncore.train.distributed import Shard
 
+from .device import FRAMEWORK, gpu_count
 from .model import RnnModel
 from .train import Trainer
 
@@ -58,10 +60,11 @@ class DistributedTrainer(Trainer):
 class Worker:
     """This process's place in the torchrun job: process group, rank, shard, trainer."""
 
-    def __init__(self, timeout_s: float):
+    def __init__(self, timeout_s: float, device: str = "auto"):
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.device: torch.device | None = None
-        if torch.cuda.is_available():
+        # auto/cuda: this rank's GPU (cuda refused without one); cpu: gloo even beside GPUs
+        if resolve_device(device, gpu_count(), FRAMEWORK).is_gpu:
             self.device = torch.device("cuda", local_rank)
             torch.cuda.set_device(self.device)
         backend = "nccl" if self.device is not None else "gloo"
@@ -97,6 +100,6 @@ class Worker:
         gc.collect()
 
 
-def start_distributed(timeout_s: float) -> Worker:
+def start_distributed(timeout_s: float, device: str = "auto") -> Worker:
     """Join the process group torchrun set up (RANK, WORLD_SIZE, MASTER_ADDR/PORT in the environment)."""
-    return Worker(timeout_s)
+    return Worker(timeout_s, device)

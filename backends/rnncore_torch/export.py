@@ -37,6 +37,11 @@ differently:
   ExportError; no float64 LeakyRelu, so leaky_relu is written as a `where` (same values).
 
 Dropout is absent: files compute the eval-mode function.
+
+A CRF tagger (`head.crf`) exports to TorchScript with Viterbi inside: the module's `decode(inputs,
+lengths)` method returns the tag paths `(B, T)` int64 (0 at padded steps) beside `forward`'s
+emission scores. ONNX is refused for it: the Viterbi trace is a Python loop over time, which
+the exporter unrolls to the example's length.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from rnncore.batch import prepare_batch
 from rnncore.export import ExportError
 from rnncore.spec import ModelSpec
 
+from .crf import viterbi
 from .model import RnnModel, reverse_within_length
 
 EXPORT_FORMATS = ("onnx", "torchscript")
@@ -217,6 +223,7 @@ class ExportGraph(nn.Module):
         )
         self.attention = model.attention
         self.dense = model.dense
+        self.crf = model.crf
         self.pooling = spec.pooling
         self.hidden_size = spec.encoder.hidden_size
         self.bidirectional = spec.encoder.bidirectional
@@ -239,6 +246,14 @@ class ExportGraph(nn.Module):
         if self.mask_outputs:
             out = torch.where(mask[:, :, None], out, torch.zeros_like(out))
         return out
+
+    @torch.jit.export
+    def decode(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """A CRF tagger's Viterbi tag paths (B, T) int64, 0 at padded steps."""
+        if self.crf is not None:
+            emissions = self.forward(inputs, lengths)
+            return viterbi(emissions, lengths, self.crf.transitions, self.crf.start, self.crf.end)
+        raise RuntimeError("decode is for a CRF tagger; this model has no CRF")
 
     def _pool(self, seq: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.pooling == "none":
@@ -329,6 +344,12 @@ def _write_onnx(model: RnnModel, path: Path) -> None:
             "ONNX export needs onnxscript (and onnxruntime to run it): pip install 'rnncore[export]'"
         )
     _check_onnx_runs(model.spec)
+    if model.crf is not None:
+        raise ExportError(
+            "ONNX export of a CRF tagger is not supported: its Viterbi decoding would not be in the "
+            "graph (the exporter unrolls its loop over time). Export 'torchscript' (Viterbi inside, "
+            "`module.decode`) or 'savedmodel'"
+        )
     size = sum(p.numel() * p.element_size() for p in model.parameters())
     if size >= _ONNX_MAX_BYTES:
         raise ExportError(
@@ -434,6 +455,17 @@ def _run_torchscript(path: Path, inputs: np.ndarray, lengths: np.ndarray) -> np.
     x, lens = _prepare(extra[SPEC_KEY], inputs, lengths)
     with torch.inference_mode():
         return module(torch.from_numpy(x), torch.from_numpy(lens)).numpy()
+
+
+def decode_exported(path: str | Path, fmt: str, inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """A CRF tagger's tag paths (B, T) int64 from its exported file (TorchScript's `decode`)."""
+    if _check_format(fmt) != "torchscript":
+        raise ExportError(f"{fmt} files of rnncore hold no Viterbi decoder; TorchScript files do")
+    extra = {SPEC_KEY: ""}
+    module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    x, lens = _prepare(extra[SPEC_KEY], inputs, lengths)
+    with torch.inference_mode():
+        return module.decode(torch.from_numpy(x), torch.from_numpy(lens)).numpy()
 
 
 _RUNNERS: dict[str, Callable[[Path, np.ndarray, np.ndarray], np.ndarray]] = {

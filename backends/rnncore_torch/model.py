@@ -12,6 +12,7 @@ from rnncore.spec import ModelSpec
 from rnncore.weights import head_layer_sizes
 
 from .convert import frozen_zero_biases
+from .crf import Crf
 
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -97,6 +98,9 @@ class RnnModel(nn.Module):
         self.attention = AttentionPool(spec.features_size) if spec.pooling == "attention" else None
         self.dense = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in head_layer_sizes(spec))
         self.head_dropout = nn.Dropout(spec.head.dropout if spec.head else 0.0)
+        # a CRF head: forward still returns the per-step logits (its emission scores); the
+        # trainer and `decode` use the CRF on them
+        self.crf = Crf(spec.head.num_outputs) if spec.head is not None and spec.head.crf else None
         self.to(getattr(torch, spec.dtype))
         for path, param in self.named_parameters():
             if path in set(frozen_zero_biases(spec)):
@@ -160,8 +164,10 @@ class RnnModel(nn.Module):
         """Whether a padded batch runs faster over the whole padded tensor than packed.
 
         Only on CPU, where torch's packed RNN steps through time in small slices (cuDNN runs
-        packed batches natively; unmeasured there), and not for ReLU RNNs, whose state can grow
-        without bound over a long run of padding (inf * 0 = nan in the weight gradients).
+        packed batches natively: `benchmarks/gpu_check.sh` times packed against unpacked
+        hand-written cuDNN code to tell whether a GPU wants this too), and not for ReLU RNNs,
+        whose state can grow without bound over a long run of padding (inf * 0 = nan in the
+        weight gradients).
         """
         enc = self.spec.encoder
         if lengths is None or x.device.type != "cpu" or (enc.cell == "rnn" and enc.nonlinearity == "relu"):

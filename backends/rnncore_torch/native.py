@@ -51,6 +51,15 @@ to the caller to apply. rnncore is batch first; a forward that reads (time, batc
 imported all the same and its caller transposes. With per-step outputs rnncore zeroes padded
 steps, while the native module leaves there whatever its forward computes.
 
+CRF: a `torchcrf.CRF` submodule (pytorch-crf) beside a tagger whose forward returns the
+emission scores becomes the spec's CRF head (`head.crf`), its scores the `crf.*` weights
+(pytorch-crf's `transitions[i, j]` is i -> j, as rnncore's). The PyTorch BiLSTM-CRF tutorial's
+shape (a `transitions` Parameter on the model, to <- from, with `<START>`/`<STOP>` tags in its
+`tag_to_ix`) is read too, declared (`pooling="none"`: its forward decodes one sentence in
+Python loops, which torch.fx cannot trace); see `_with_tutorial_crf`. The tutorial draws a
+random initial LSTM state on every call (`init_hidden`); rnncore's starts from zeros, as a
+tagger served for real should.
+
 Weights: nn.LSTM and nn.RNN add two biases that are only ever summed, so the canonical `b` is
 `bias_ih + bias_hh` (equal up to float rounding); GRU keeps both (torch's GRU is the
 reset-after form, as canonical). `bias=False` layers get zero biases. The spec's dtype is the
@@ -124,7 +133,100 @@ def from_native(
         return model.spec, get_weights(model)
     layers = _GraphReader(model, _trace(model)).read() if pooling is None else _read_declared(model, pooling)
     spec = _spec(layers, _dtype(layers), task)
-    return spec, _canonical_weights(layers, spec)
+    weights = _canonical_weights(layers, spec)
+    crf = _torchcrf_module(model)
+    if crf is not None:
+        return _with_torchcrf(spec, weights, *crf)
+    if isinstance(getattr(model, "transitions", None), nn.Parameter):
+        return _with_tutorial_crf(spec, weights, model)
+    return spec, weights
+
+
+# ---- a CRF beside the tagger: pytorch-crf's, or the PyTorch BiLSTM-CRF tutorial's ---------------
+
+# the tutorial's names for its two extra tags
+TUTORIAL_START, TUTORIAL_STOP = "<START>", "<STOP>"
+
+
+def _with_tutorial_crf(spec: ModelSpec, weights: Weights, model: nn.Module) -> tuple[ModelSpec, Weights]:
+    """The PyTorch BiLSTM-CRF tutorial's shape: a `transitions` Parameter on the model itself,
+    `transitions[i, j]` the score of tag j followed by tag i (to, from), over a tag set that
+    includes `<START>` and `<STOP>` (named in the model's `tag_to_ix`).
+
+    rnncore's CRF keeps the real tags only: transitions are transposed to (from, to); the
+    `<START>` column becomes `crf.start`, the `<STOP>` row `crf.end`; the two extra tags' rows of
+    the emission layer are dropped (a path never visits them: the tutorial's own Viterbi only
+    leaves START and enters STOP).
+    """
+    where = f"{type(model).__name__}.transitions"
+    tags = getattr(model, "tag_to_ix", None)
+    head = spec.head
+    if not isinstance(tags, dict) or TUTORIAL_START not in tags or TUTORIAL_STOP not in tags:
+        raise UnsupportedNativeModel(
+            where,
+            f"a transitions Parameter outside any layer, read as the PyTorch BiLSTM-CRF tutorial's, needs "
+            f"its tag_to_ix dict with {TUTORIAL_START!r} and {TUTORIAL_STOP!r} tags",
+        )
+    if head is None or head.task != "tagging" or head.hidden:
+        raise UnsupportedNativeModel(where, "a CRF needs one Linear that scores every step's tags")
+    start, stop = tags[TUTORIAL_START], tags[TUTORIAL_STOP]
+    real = [i for i in range(head.num_outputs) if i not in (start, stop)]
+    transitions = model.transitions
+    assert isinstance(transitions, torch.Tensor)  # from_native checked it is a Parameter
+    scores = _array(transitions, spec.dtype)  # [to, from]
+    if scores.shape != (head.num_outputs, head.num_outputs):
+        raise UnsupportedNativeModel(
+            where, f"shape {scores.shape}; the tag layer scores {head.num_outputs} tags"
+        )
+    spec = spec.replace(head={**head.to_dict(), "num_outputs": len(real), "crf": True})
+    return spec, {
+        **weights,
+        "head.output.weight": weights["head.output.weight"][real],
+        "head.output.bias": weights["head.output.bias"][real],
+        "crf.transitions": np.ascontiguousarray(scores[np.ix_(real, real)].T),
+        "crf.start": scores[real, start].copy(),
+        "crf.end": scores[stop, real].copy(),
+    }
+
+
+def _torchcrf_module(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The model's `torchcrf.CRF` submodule (pytorch-crf), found by its class' package, so that
+    torchcrf need not be installed to import other models; None without one."""
+    found = [(name, m) for name, m in model.named_modules() if _is_torchcrf(m)]
+    if len(found) > 1:
+        raise UnsupportedNativeModel(found[1][0], "a second torchcrf.CRF; a tagger has one CRF head")
+    return found[0] if found else None
+
+
+def _is_torchcrf(module: nn.Module) -> bool:
+    return type(module).__module__.split(".")[0] == "torchcrf"
+
+
+def _with_torchcrf(
+    spec: ModelSpec, weights: Weights, where: str, crf: nn.Module
+) -> tuple[ModelSpec, Weights]:
+    """`spec` with a CRF head holding pytorch-crf's scores: its `transitions[i, j]` scores tag i
+    followed by tag j, as rnncore's does; `start_transitions`/`end_transitions` are start/end.
+
+    The forward must return the CRF's emissions (the per-step tag scores pytorch-crf's
+    `CRF.forward` and `CRF.decode` take), as pytorch-crf's own examples write taggers.
+    """
+    head = spec.head
+    if head is None or head.task != "tagging":
+        raise UnsupportedNativeModel(
+            where, "a CRF needs per-step tag scores; the forward does not return them"
+        )
+    if getattr(crf, "num_tags", None) != head.num_outputs:
+        raise UnsupportedNativeModel(
+            where,
+            f"the CRF has {getattr(crf, 'num_tags', '?')} tags but the forward scores {head.num_outputs}",
+        )
+    spec = spec.replace(head={**head.to_dict(), "crf": True})
+    parts = {"transitions": "transitions", "start": "start_transitions", "end": "end_transitions"}
+    return spec, {
+        **weights,
+        **{f"crf.{ours}": _array(getattr(crf, theirs), spec.dtype) for ours, theirs in parts.items()},
+    }
 
 
 # ---- what was found ------------------------------------------------------------------------
@@ -382,7 +484,11 @@ def _leaves(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Modul
     if _is_torch_leaf(module):
         yield prefix or type(module).__name__, module
         return
+    if _is_torchcrf(module):
+        return  # the CRF head, read by `_with_torchcrf`
     own = [name for name, _ in module.named_parameters(recurse=False)]
+    if not prefix:  # a CRF's transitions on the model itself, read by `_with_tutorial_crf`
+        own = [name for name in own if name != "transitions"]
     if own:
         raise UnsupportedNativeModel(
             f"{prefix}.{own[0]}" if prefix else own[0],

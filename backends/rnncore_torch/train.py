@@ -20,7 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from rnncore.train.config import TrainConfig, dropout_seed
-from rnncore.train.losses import IGNORE_INDEX, check_training_batch, loss_name
+from rnncore.train.losses import CRF_LOSS, IGNORE_INDEX, check_training_batch, loss_name
 from rnncore.weights import Weights
 
 from .convert import parameter_map
@@ -55,6 +55,13 @@ def compute_loss(
     steps = targets.shape[1]
     positions = torch.arange(steps, device=targets.device)
     valid = (positions[None, :] < lengths.to(targets.device)[:, None]) & (targets != IGNORE_INDEX)
+    if name == CRF_LOSS:  # the chain of labelled steps (`rnncore.train.losses.labelled_first`)
+        assert model.crf is not None
+        order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)
+        emissions = outputs.gather(1, order[:, :, None].expand(-1, -1, outputs.shape[2]))
+        counts = valid.sum(dim=1)
+        ll = model.crf.log_likelihood(emissions, targets.gather(1, order), counts.clamp(min=1))
+        return -(ll * (counts > 0)).sum() / counts.sum().clamp(min=1)
     per_step = F.cross_entropy(outputs.transpose(1, 2), torch.where(valid, targets, 0), reduction="none")
     return (per_step * valid).sum() / valid.sum().clamp(min=1)
 

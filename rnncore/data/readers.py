@@ -126,7 +126,8 @@ def _column(path: str | Path, names: list[str], column: Column, role: str) -> in
         return stripped.index(column)
     raise DataError(
         f"no {role} column {column!r}; the header has {', '.join(repr(n) for n in stripped)}. "
-        f"Pass {role}_column=<one of these>, or header=False with a position",
+        f"Pass {role}_column=<one of these> (--{role}-column on the command line), or header=False "
+        "with a position",
         path,
         1,
     )
@@ -163,7 +164,12 @@ def read_jsonl(
                     ", ..." if len(record) > 10 else ""
                 )
                 which = "text_field" if field == text_field else "label_field"
-                raise DataError(f"no field {field!r}; this object has {keys}. Pass {which}=...", path, number)
+                flag = "--text-column" if field == text_field else "--label-column"
+                raise DataError(
+                    f"no field {field!r}; this object has {keys}. Pass {which}=... ({flag} in the CLI)",
+                    path,
+                    number,
+                )
         text, label = record[text_field], record[label_field]
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"{text_field!r} must be a non-empty string; got {bounded(text)}", path, number)
@@ -326,7 +332,7 @@ def read_conllu(path: str | Path, tag_field: str = "upos", encoding: str = "utf-
         if fields[tag_at] in ("", "_"):
             raise DataError(
                 f"token {fields[1]!r} has no {tag_field.upper()} ('{fields[tag_at]}'); pick another "
-                "tag_field, e.g. 'upos'",
+                "tag_field (--tag-column on the command line), e.g. 'upos'",
                 path,
                 number,
             )

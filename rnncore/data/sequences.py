@@ -46,7 +46,11 @@ def read_npz(
                 if key == lengths_key:
                     continue
                 keys = ", ".join(repr(k) for k in archive.files) or "none"
-                raise DataError(f"no array {key!r}; it has {keys}. Pass x_key=/y_key= to pick others", path)
+                raise DataError(
+                    f"no array {key!r}; it has {keys}. Pass x_key=/y_key= to pick others, or save them "
+                    "under the names x and y: np.savez(path, x=..., y=...)",
+                    path,
+                )
             try:
                 arrays[key] = archive[key]
             except ValueError:

@@ -135,19 +135,36 @@ def joined(worker: Worker | None) -> Iterator[Worker | None]:
             worker.close(finished)
 
 
-def start_worker(backend: str, timeout_s: float = DEFAULT_TIMEOUT_S, die_with_parent: bool = False) -> Worker:
+def start_worker(
+    backend: str, timeout_s: float = DEFAULT_TIMEOUT_S, die_with_parent: bool = False, device: str = "auto"
+) -> Worker:
     """Join the run this process was started for (torchrun's environment, or TF_CONFIG).
 
     Call it first: TensorFlow's multi-worker strategy must exist before any other TensorFlow
     work in the process. `die_with_parent` (for processes a launcher started) makes the
     process die with its launcher (Linux), so a killed launch leaves no worker behind.
+    `device` is auto, cpu or cuda: with a GPU, each process takes one (see `worker_device`).
     """
     from ..registry import get_backend
 
     if die_with_parent:
         _die_with_parent(signal.SIGKILL)
-    worker: Worker = get_backend(backend).start_distributed(timeout_s)
+    worker: Worker = get_backend(backend).start_distributed(timeout_s, worker_device(device))
     return worker
+
+
+def worker_device(requested: str) -> str:
+    """`requested` for one process of a distributed run: auto, cpu or cuda. A process takes the
+    GPU its launcher gives it (its local rank's), so one GPU index for every process is refused."""
+    from ..device import DeviceError, parse_device
+
+    device = parse_device(requested)
+    if device.index is not None:
+        raise DeviceError(
+            f"device {device}: in a run of several processes each takes the GPU of its local rank; "
+            "use --device cuda (or auto), and CUDA_VISIBLE_DEVICES to choose which GPUs"
+        )
+    return device.kind
 
 
 def _die_with_parent(signum: int) -> None:

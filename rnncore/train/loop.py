@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import metrics
+from .. import crf, metrics
 from ..api import get_weights, predict, set_weights, spec_of
 from ..data.splits import bucket_batches
 from ..registry import backend_of
 from ..weights import Weights
 from .config import TrainConfig
-from .losses import IGNORE_INDEX
+from .losses import IGNORE_INDEX, labelled_first
 
 if TYPE_CHECKING:
     from .distributed import Shard
@@ -96,12 +96,18 @@ def predict_batched(model: Any, data: Encoded, batch_size: int = 256) -> np.ndar
 
 
 def evaluate(
-    model: Any, data: Encoded, batch_size: int = 256, label_names: Sequence[str] | None = None
+    model: Any,
+    data: Encoded,
+    batch_size: int = 256,
+    label_names: Sequence[str] | None = None,
+    constrain: str | None = None,
 ) -> dict[str, float]:
     """Task metrics of `model` on `data`, computed with the shared numpy metrics.
 
     For tagging with IOB tag names (`O`, `B-X`, `I-X`) given in `label_names`, the
-    entity-level (seqeval-style, IOB2) precision/recall/F1 are reported too.
+    entity-level (seqeval-style, IOB2) precision/recall/F1 are reported too. A tagger's
+    predictions are its decoded tag paths (`rnncore.crf.decode`: Viterbi for a CRF head);
+    `constrain` names the tag scheme (IOB1, IOB2, IOBES) whose illegal moves decoding avoids.
     """
     spec = spec_of(model)
     assert spec.head is not None
@@ -114,18 +120,53 @@ def evaluate(
         scores["log_loss"] = metrics.log_loss_from_logits(data.targets, logits)
         return scores
     if task == "tagging":
-        labels, preds = metrics.masked_token_arrays(data.targets, logits.argmax(axis=-1), data.lengths)
+        paths = tag_paths(model, logits, data.lengths, data.targets, label_names, constrain)
+        labels, preds = metrics.masked_token_arrays(data.targets, paths, data.lengths)
         keep_mask = labels != IGNORE_INDEX
         labels, preds = labels[keep_mask], preds[keep_mask]
         report = metrics.classification_report(labels, preds)
         scores = {"accuracy": float(report["accuracy"]), "macro_f1": float(report["macro_f1"])}
         if label_names is not None and all(IOB_TAG.match(name) for name in label_names):
-            scores.update(_entity_scores(data, logits.argmax(axis=-1), label_names))
+            scores.update(_entity_scores(data, paths, label_names))
         return scores
     if task == "multilabel":
         predicted = (logits > 0).astype(np.int64)
         return {"accuracy": float((predicted == data.targets).all(axis=1).mean())}
     return {"mse": float(((logits - data.targets) ** 2).mean())}
+
+
+def tag_paths(
+    model: Any,
+    logits: np.ndarray,
+    lengths: np.ndarray,
+    targets: np.ndarray,
+    label_names: Sequence[str] | None,
+    constrain: str | None,
+) -> np.ndarray:
+    """A tagger's predicted tags (B, T) from its logits, under the scheme `constrain` names.
+
+    Decoded over each row's labelled steps (a word's first sub-token; `labelled_first`), the
+    chain a CRF is trained on; the other steps keep `crf.PAD_TAG` (no metric reads them).
+    """
+    allowed = None
+    if constrain is not None:
+        if label_names is None:
+            raise ValueError(
+                "constrained decoding needs the tag names (labels.json) to know the scheme's tags"
+            )
+        allowed = crf.allowed_transitions(label_names, constrain)
+    spec = spec_of(model)
+    assert spec.head is not None
+    weights = get_weights(model) if spec.head.crf else {}
+    order, counts = labelled_first(targets, lengths)
+    chains = crf.decode(
+        spec, weights, np.take_along_axis(logits, order[..., None], axis=1), np.maximum(counts, 1), allowed
+    )
+    paths = np.full_like(chains, crf.PAD_TAG)
+    np.put_along_axis(
+        paths, order, np.where(np.arange(paths.shape[1]) < counts[:, None], chains, crf.PAD_TAG), axis=1
+    )
+    return paths
 
 
 IOB_TAG = re.compile(r"^(O|[BI]-.+)$")

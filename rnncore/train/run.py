@@ -26,10 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import bundle, staging
-from ..api import build, set_weights, spec_of
-from ..data import DataError, LabelVocab, load_bundled, read_conll, read_npz, read_texts, split
+from .. import bundle, crf, staging
+from ..api import build, device_of, set_weights, spec_of
+from ..baselines import most_frequent_tag
+from ..data import DataError, LabelVocab, SequenceDataset, TaggedDataset, TextDataset, load_bundled, split
 from ..data.containers import class_names
+from ..data.formats import ReaderRequest, choose_reader, describe, read_with, request_from, suffix_format
+from ..data.summary import render, summarize
+from ..device import Device, device_for
 from ..jsonfile import read_json
 from ..limits import bounded
 from ..registry import ALIASES, get_backend
@@ -64,23 +68,44 @@ class RunError(ValueError):
 
 
 # ---- data ------------------------------------------------------------------------------------
-def read_dataset(source: str, task: str, columns: tuple[str, str] = ("text", "label")) -> Any:
+TASK_DATA = {
+    "text-classification": TextDataset,
+    "tagging": TaggedDataset,
+    "sequence-classification": SequenceDataset,
+}
+
+
+def choose_data_reader(source: str, task: str, request: ReaderRequest | None = None) -> dict[str, Any]:
+    """Reader settings for a file/folder path or `bundled:NAME` (see `rnncore.data.formats`);
+    `request` holds the user's choices (default: none, the file decides)."""
+    if source.startswith(BUNDLED_PREFIX):
+        return {"format": "bundled", "name": source[len(BUNDLED_PREFIX) :]}
+    if not Path(source).exists():
+        raise RunError(f"no such data file or folder: {source}")
+    return choose_reader(source, task, request or ReaderRequest())
+
+
+def read_dataset(
+    source: str,
+    task: str,
+    columns: tuple[str, str] = ("text", "label"),
+    settings: dict[str, Any] | None = None,
+) -> Any:
     """A dataset for `task` from a file/folder path or `bundled:NAME`.
 
-    `columns` names the text and label columns (or JSONL fields) of table files.
+    `settings` says how to read it (from `choose_data_reader` or a run's run.json); without
+    them the file decides, with `columns` naming the text and label columns of table files.
     """
-    if source.startswith(BUNDLED_PREFIX):
-        return load_bundled(source[len(BUNDLED_PREFIX) :])
-    path = Path(source)
-    if not path.exists():
-        raise RunError(f"no such data file or folder: {source}")
-    if task == "text-classification":
-        return read_texts(path, *columns)
-    if task == "tagging":
-        return read_conll(path)
-    sequences = read_npz(path)
-    class_names(sequences.y, f"{path}: y")  # classes are exact: 0.9 is refused, not made class 0
-    return sequences
+    if settings is None:
+        settings = choose_data_reader(
+            source, task, ReaderRequest(text_column=columns[0], label_column=columns[1])
+        )
+    data = load_bundled(settings["name"]) if settings["format"] == "bundled" else read_with(source, settings)
+    if not isinstance(data, TASK_DATA[task]):
+        raise RunError(f"{source} holds a {type(data).__name__}, which {task} cannot train on")
+    if isinstance(data, SequenceDataset):  # classes are exact: 0.9 is refused, not made class 0
+        class_names(data.y, f"{source}: y")
+    return data
 
 
 def split_dataset(data: Any, seed: int) -> dict[str, Any]:
@@ -269,8 +294,24 @@ def train_run(
     resume: bool = False,
     progress: bool = True,
     distributed: Worker | None = None,
+    reader: ReaderRequest | None = None,
+    report: Callable[[str], None] | None = None,
+    device: str | Device = "auto",
+    use_crf: bool = False,
+    constrain: str | None = None,
 ) -> dict[str, Any]:
     """Train on `data`, write the run folder `out`, return the test (or validation) metrics.
+
+    How the data is read follows from the file (`rnncore.data.formats`); `reader` holds the
+    user's own choices (columns, tag field, format), default: `columns` for table files. What
+    was read is summed up (`rnncore.data.summary`) in run.json and, before training, handed
+    to `report` (the CLI prints it).
+
+    `device` is auto (a GPU when the backend sees one), cpu, cuda or cuda:N; the device used is
+    recorded in run.json. Checkpoints hold CPU arrays, so a run resumes on any device.
+    Tagging only: `use_crf` puts a CRF on the model's head (the default model's or `spec`'s);
+    `constrain` names the tag scheme (IOB1, IOB2, IOBES) whose illegal tag sequences decoding
+    avoids, on a CRF or softmax tagger alike; the run remembers it for `evaluate`.
 
     With `distributed` (this process's place in a multi-process run, from
     `rnncore.train.distributed.start_worker`) every process reads the data and trains on its
@@ -281,37 +322,56 @@ def train_run(
     if task not in TASKS:
         raise RunError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     config = config or DEFAULT_TRAIN[task]
+    _check_decoding_options(task, use_crf, constrain)
     run = Path(out)
     chief = distributed is None or distributed.rank == 0
+
+    def train(overwrite_now: bool) -> dict[str, Any]:
+        return _train(
+            task=task, data=data, run=run, backend=backend, spec=spec, config=config, valid=valid,
+            columns=columns, overwrite=overwrite_now, resume=resume, progress=progress,
+            distributed=distributed, reader=reader, report=report, device=device, use_crf=use_crf,
+            constrain=constrain,
+        )  # fmt: skip
+
     if not chief:  # only rank 0 writes (and locks): another rank could see what rank 0 just made
-        return _train(task, data, run, backend, spec, config, valid, columns, False, resume, progress,
-                      distributed)  # fmt: skip
+        return train(False)
     check_run_folder(run, overwrite, resume)
     with run_lock(run, "resume" if resume else "train"):
         check_run_folder(run, overwrite, resume, holding_lock=True)  # again: it may have changed
-        return _train(task, data, run, backend, spec, config, valid, columns, overwrite, resume, progress,
-                      distributed)  # fmt: skip
+        return train(overwrite)
 
 
 def _train(
-    task: str, data: str, run: Path, backend: str, spec: ModelSpec | None, config: TrainConfig,
+    *, task: str, data: str, run: Path, backend: str, spec: ModelSpec | None, config: TrainConfig,
     valid: str | None, columns: tuple[str, str], overwrite: bool, resume: bool, progress: bool,
-    distributed: Worker | None,
+    distributed: Worker | None, reader: ReaderRequest | None, report: Callable[[str], None] | None,
+    device: str | Device, use_crf: bool, constrain: str | None,
 ) -> dict[str, Any]:  # fmt: skip
     chief = distributed is None or distributed.rank == 0
-    dataset = read_dataset(data, task, columns)
+    request = reader or ReaderRequest(text_column=columns[0], label_column=columns[1])
+    settings = choose_data_reader(data, task, request)
+    dataset = read_dataset(data, task, settings=settings)
     if len(dataset) < 3:
         raise RunError(f"{data} holds {len(dataset)} examples; need at least 3 to train and evaluate")
     parts = split_dataset(dataset, config.seed)
-    if valid is not None:
-        parts["valid"] = read_dataset(valid, task, columns)
+    if valid is not None:  # read with the same choices; its own layout is detected again
+        parts["valid"] = read_dataset(valid, task, settings=choose_data_reader(valid, task, request))
+    summary = summarize(task, parts, describe(settings), data)
+    if report is not None and chief:
+        report(render(summary))
     encoder = fit_encoder(task, parts["train"], config.max_len, inventory=dataset)
     encoded = {name: encoder.encode(part, f"the {name} split") for name, part in parts.items()}
     spec = spec or default_spec(task, encoder, dataset)
+    if use_crf:
+        spec = _with_crf(spec)
+    if constrain is not None:
+        _check_scheme(encoder, constrain)
     if encoder.tokenizer is not None:
         _check_vocab(encoder, spec)
+    placed = _placement(backend, device, distributed)
     with contextlib.nullcontext() if distributed is None else distributed.scope():
-        model = build(spec, backend=backend, seed=config.seed)  # TensorFlow: mirrored variables
+        model = build(spec, backend=backend, seed=config.seed, device=placed)  # TensorFlow: mirrored
     make_trainer = get_backend(backend).make_trainer if distributed is None else distributed.make_trainer
     start_epoch, history, trainer, best_weights = 0, History(), None, None
     if resume:
@@ -327,7 +387,9 @@ def _train(
     folder = RunFolder(run, replace=overwrite and not resume and run.exists())
     processes = 1 if distributed is None else distributed.world_size
     run_info = {"format": RUN_FORMAT, "task": task, "data": data, "valid": valid, "backend": backend,
-                "columns": list(columns), "train": config.to_dict(), "processes": processes}  # fmt: skip
+                "columns": list(columns), "reader": settings, "train": config.to_dict(),
+                "processes": processes, "data_summary": summary, "device": device_of(model),
+                "constrain_decoding": constrain}  # fmt: skip
     staging.write_text(folder.path / "run.json", json.dumps(run_info, indent=2) + "\n")
 
     def on_epoch_end(epoch: int, hist: History, tr: Any) -> None:
@@ -340,10 +402,39 @@ def _train(
                       trainer=trainer, on_epoch_end=on_epoch_end, progress=progress, history=history,
                       best_weights=best_weights,
                       shard=None if distributed is None else distributed.shard)  # fmt: skip
-    _write_final_bundle(run, model, encoder, task, config)
+    _write_final_bundle(run, model, encoder, task, config, constrain)
     staging.write_text(run / "history.json", json.dumps(history.to_dict(), indent=2) + "\n")
     _plot_history(history, run / "history.png")
-    return evaluate(model, encoded["test"], label_names=encoder.labels.labels)
+    return evaluate(model, encoded["test"], label_names=encoder.labels.labels, constrain=constrain)
+
+
+def _check_decoding_options(task: str, use_crf: bool, constrain: str | None) -> None:
+    if (use_crf or constrain is not None) and task != "tagging":
+        flag = "--crf" if use_crf else "--constrain-decoding"
+        raise RunError(f"{flag} is for --task tagging (it decodes tag sequences), not {task}")
+    if constrain is not None and constrain not in crf.SCHEMES:
+        raise RunError(f"--constrain-decoding {constrain!r}: choose one of {', '.join(crf.SCHEMES)}")
+
+
+def _with_crf(spec: ModelSpec) -> ModelSpec:
+    if spec.head is None or spec.head.task != "tagging":
+        raise RunError("--crf needs a tagging spec (head.task 'tagging', pooling 'none')")
+    return spec.replace(head={**spec.head.to_dict(), "crf": True})
+
+
+def _check_scheme(encoder: Encoder, scheme: str) -> None:
+    try:
+        crf.allowed_transitions(encoder.labels.labels, scheme)
+    except ValueError as err:
+        raise RunError(f"--constrain-decoding {scheme}: {err}") from None
+
+
+def _placement(backend: str, device: str | Device, distributed: Worker | None) -> Device | None:
+    """The device to build on: `device` resolved, or, in a distributed run, the worker's own
+    choice (None: each process takes the GPU of its local rank, or the CPU)."""
+    if distributed is not None:
+        return None
+    return device_for(get_backend(backend), device)
 
 
 def check_run_folder(run: Path, overwrite: bool, resume: bool, holding_lock: bool = False) -> None:
@@ -403,7 +494,9 @@ class RunFolder:
             shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _write_final_bundle(run: Path, model: Any, encoder: Encoder, task: str, config: TrainConfig) -> None:
+def _write_final_bundle(
+    run: Path, model: Any, encoder: Encoder, task: str, config: TrainConfig, constrain: str | None = None
+) -> None:
     """Make the run folder itself a bundle holding the final model.
 
     The bundle is written whole beside the run, then moved in file by file with config.json
@@ -412,7 +505,8 @@ def _write_final_bundle(run: Path, model: Any, encoder: Encoder, task: str, conf
     """
     staged = run / "final.tmp"
     bundle.save(model, staged, labels=list(encoder.labels.labels), tokenizer=encoder.tokenizer,
-                extra={"task": task, "max_len": config.max_len}, overwrite=True)  # fmt: skip
+                extra={"task": task, "max_len": config.max_len, "constrain_decoding": constrain},
+                overwrite=True)  # fmt: skip
     (run / bundle.CONFIG).unlink(missing_ok=True)
     for name in (bundle.WEIGHTS, bundle.LABELS):
         os.replace(staged / name, run / name)
@@ -536,7 +630,8 @@ def _run_info(folder: Path) -> dict[str, Any]:
     task = config.get("task") or task_of(spec)
     max_len = config.get("max_len") or TrainConfig().max_len
     info = {"task": task, "data": None, "backend": config.get("backend", "torch"),
-            "train": {"max_len": max_len, "seed": 0}}  # fmt: skip
+            "train": {"max_len": max_len, "seed": 0},
+            "constrain_decoding": config.get("constrain_decoding")}  # fmt: skip
     _check_run_info(info, folder / bundle.CONFIG)
     return info
 
@@ -551,17 +646,25 @@ def _check_run_info(info: Any, where: Path) -> None:
     if info.get("task") not in TASKS:
         raise RunError(f"{where}: task is {info.get('task')!r}; expected one of {', '.join(TASKS)}")
     backend, data = info.get("backend"), info.get("data")
+    reader = info.get("reader")
+    if reader is not None and not (isinstance(reader, dict) and isinstance(reader.get("format"), str)):
+        raise RunError(f'{where}: "reader" must be an object naming the data "format" (or be absent)')
     if not (isinstance(backend, str) and backend.lower() in ALIASES and isinstance(data, (str, type(None)))):
         raise RunError(f'{where}: "backend" must name a backend and "data" a data source')
     if not (integer(train.get("max_len")) and train["max_len"] >= 1 and integer(train.get("seed"))):
         raise RunError(f"{where}: max_len must be an integer >= 1 and seed an integer")
+    if info.get("constrain_decoding") not in (None, *crf.SCHEMES):
+        raise RunError(f"{where}: constrain_decoding must be null or one of {', '.join(crf.SCHEMES)}")
 
 
-def load_run(run: str | Path, backend: str | None = None) -> tuple[Any, Encoder, dict[str, Any]]:
-    """The model of a run folder or any bundle on `backend` (default: the one that wrote it)."""
+def load_run(
+    run: str | Path, backend: str | None = None, device: str | None = None
+) -> tuple[Any, Encoder, dict[str, Any]]:
+    """The model of a run folder or any bundle on `backend` (default: the one that wrote it),
+    on `device` (see `rnncore.build`; a run trained on a GPU loads on a CPU and back)."""
     run = Path(run)
     info = _run_info(run)
-    model = bundle.load(run, backend=backend or info["backend"])
+    model = bundle.load(run, backend=backend or info["backend"], device=device)
     tokenizer = None
     tokenizer_folder = bundle.tokenizer_folder(run)  # refuses links out of the bundle
     if tokenizer_folder is not None:
@@ -579,25 +682,106 @@ def evaluate_run(
     split_name: str = "test",
     backend: str | None = None,
     columns: tuple[str, str] | None = None,
+    tag_column: str | int | None = None,
+    scheme: str | None = None,
+    mode: str = "default",
+    device: str | None = None,
+    constrain: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of a run's model on `data` (default: the held-out split of its training data).
 
-    `columns` names the text and label columns of a table file (default: the run's own, or
-    text/label for a bundle that is not a training run).
+    The data is read as the run read its own (run.json's "reader"): the same columns, tag
+    field or token column, with the layout of another file detected again. `columns` (text
+    and label columns of a table file) and `tag_column` override those choices; a bundle that
+    is not a training run reads text/label and, for tagging, UPOS or the last column.
+
+    A tagging run adds "tagging": the report of `rnncore.train.tagging.tagging_report`,
+    entities read in `scheme` (default: inferred from the tags) and `mode`, beside the
+    most-frequent-tag baseline of the run's training split.
+
+    `constrain` (a tag scheme) decodes a tagger under that scheme's constraints; by default a run
+    decodes as it was trained to (`train_run`'s `constrain`).
     """
-    model, encoder, info = load_run(run, backend)
+    model, encoder, info = load_run(run, backend, device)
+    if info["task"] != "tagging" and (scheme is not None or mode != "default"):
+        raise RunError(f"{run} is a {info['task']} run; entity schemes and modes apply to tagging runs")
     source = data or info["data"]
     if source is None:
         raise RunError(f"{run} is a model bundle, not a training run: say which data to score with --data")
     _check_usable(run, encoder)
-    dataset = read_dataset(source, info["task"], columns or tuple(info.get("columns", ("text", "label"))))
+    settings = _evaluation_reader(source, info, columns, tag_column)
+    dataset = read_dataset(source, info["task"], settings=settings)
+    whole = dataset
     if data is None or data == info["data"]:
         dataset = split_dataset(dataset, int(info["train"]["seed"]))[split_name]
     try:
         encoded = encoder.encode(dataset, f"{source}")
     except DataError as err:
         raise RunError(str(err)) from None
-    return evaluate(model, encoded, label_names=encoder.labels.labels)
+    constrain = constrain or info.get("constrain_decoding")
+    _check_decoding_options(info["task"], False, constrain)
+    if constrain is not None:
+        _check_scheme(encoder, constrain)
+    scores: dict[str, Any] = evaluate(model, encoded, label_names=encoder.labels.labels, constrain=constrain)
+    if info["task"] == "tagging":
+        as_trained = source == info["data"] and columns is None and tag_column is None
+        read = whole if as_trained else None  # else the training data is read as the run read it
+        scores["tagging"] = _tagging_report(
+            model, encoder, encoded, dataset, info, read, scheme, mode, constrain
+        )
+    return scores
+
+
+def _tagging_report(
+    model: Any,
+    encoder: Encoder,
+    encoded: Encoded,
+    dataset: Any,
+    info: dict[str, Any],
+    training_data: Any,
+    scheme: str | None,
+    mode: str,
+    constrain: str | None = None,
+) -> dict[str, Any]:
+    """The model's tagging report beside the most-frequent-tag baseline of its training split."""
+    from .tagging import tagging_report
+
+    train, missing = _training_split(info, training_data)
+    baseline = None if train is None else most_frequent_tag(train.sentences, train.tags)
+    names = encoder.labels.labels
+    report = tagging_report(model, encoded, dataset.sentences, names, baseline, scheme, mode, constrain)
+    if missing:
+        report["baseline_missing"] = missing
+    return report
+
+
+def _training_split(info: dict[str, Any], data: Any = None) -> tuple[Any, str | None]:
+    """(the run's training split, None), or (None, why there is none); `data`: the run's
+    data when already read."""
+    if info["data"] is None:
+        return None, "a plain bundle has no training split to fit the baseline on"
+    if data is None:
+        try:
+            settings = _evaluation_reader(info["data"], info, None, None)
+            data = read_dataset(info["data"], info["task"], settings=settings)
+        except (RunError, DataError) as err:
+            return None, f"the run's training data cannot be read ({err})"
+    return split_dataset(data, int(info["train"]["seed"]))["train"], None
+
+
+def _evaluation_reader(
+    source: str, info: dict[str, Any], columns: tuple[str, str] | None, tag_column: str | int | None
+) -> dict[str, Any]:
+    recorded = info.get("reader")
+    overrides: dict[str, Any] = {"tag_column": tag_column}
+    if columns is not None:
+        overrides.update(text_column=columns[0], label_column=columns[1])
+    if recorded is not None and source == info["data"] and columns is None and tag_column is None:
+        return dict(recorded)  # the training file itself, exactly as it was read
+    if recorded is None:  # a run from before run.json recorded its reader, or a plain bundle
+        text, label = info.get("columns", ("text", "label"))
+        recorded = {"text_column": text, "label_column": label}
+    return choose_data_reader(source, info["task"], request_from(recorded, **overrides))
 
 
 def _check_usable(folder: str | Path, encoder: Encoder) -> None:
@@ -610,10 +794,28 @@ def _check_usable(folder: str | Path, encoder: Encoder) -> None:
         raise RunError(f"{folder} has no labels.json; save the bundle with its label names")
 
 
-def predict_texts(run: str | Path, texts: list[str], backend: str | None = None) -> list[dict[str, Any]]:
+def table_texts(run: str | Path, path: str | Path) -> list[str] | None:
+    """The texts of a .csv/.tsv/.jsonl file to classify, from the run's own text column; None
+    for any other file (read as one text per line). A table's header and label column are
+    not texts: read line by line they would be classified too."""
+    fmt = suffix_format(path)
+    if fmt not in ("csv", "tsv", "jsonl"):
+        return None
+    info = _run_info(Path(run))
+    recorded = info.get("reader") or {}
+    column = recorded.get("text_column", info.get("columns", ("text",))[0])
+    # Predicting needs no labels: naming the text column as both reads every row's text and
+    # checks it, whether or not the file has a label column.
+    settings = {"format": fmt, "text_column": column, "label_column": column}
+    return list(read_with(path, settings).texts)
+
+
+def predict_texts(
+    run: str | Path, texts: list[str], backend: str | None = None, device: str | None = None
+) -> list[dict[str, Any]]:
     from ..api import predict
 
-    model, encoder, info = load_run(run, backend)
+    model, encoder, info = load_run(run, backend, device)
     _check_usable(run, encoder)
     if info["task"] != "text-classification":
         raise RunError(f"{run} is a {info['task']} run; `predict` with texts needs a text-classification run")
