@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, staging
 from .api import build, get_weights, predict, spec_of
 from .card import ParityRow, render
 from .jsonfile import read_json
+from .limits import how_to_raise, limit
 from .registry import ALIASES, backend_of
 from .spec import ModelSpec, SpecError
 from .weights import Weights, WeightsError, check_weights
@@ -57,6 +58,11 @@ def write_atomically(dest: Path, fill: Callable[[Path], None], overwrite: bool =
     if dest.exists() and not overwrite:
         flag = say("pass overwrite=True", "pass --overwrite")
         raise FileExistsError(f"{dest} already exists; choose another folder or {flag}")
+    if dest.exists() and not (dest.is_dir() and ((dest / CONFIG).is_file() or not any(dest.iterdir()))):
+        # overwrite replaces a bundle (or an empty folder), never a folder of someone's files
+        raise FileExistsError(
+            f"{dest} exists and is not a model bundle (no {CONFIG}); refusing to replace it"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
@@ -78,15 +84,36 @@ def write_weights(path: Path, weights: Mapping[str, np.ndarray]) -> None:
     `save_file`: a full disk then raises OSError (ENOSPC, naming the file) like every other
     write, where the Rust writer raises its own error type with the errno only in its text."""
     data = _safetensors().save({k: np.ascontiguousarray(v) for k, v in weights.items()})
-    with open(path, "wb") as handle:
-        handle.write(data)
+    staging.write_bytes(path, data)  # whole or not at all, never through a link
 
 
 def read_weights(path: Path) -> Weights:
+    """The tensors of a safetensors file, after its header was checked against the budgets."""
+    _check_safetensors_header(path)
     try:
         return dict(_safetensors().load_file(str(path)))
     except Exception as err:  # safetensors raises its own error types for damaged files
         raise BundleError(f"{path} is not a readable safetensors file ({err})") from None
+
+
+def _check_safetensors_header(path: Path) -> None:
+    """Refuse a header too long or naming too many tensors before safetensors parses it.
+    (safetensors itself checks that each tensor's bytes lie inside the file.)"""
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        size = int.from_bytes(prefix, "little")
+        most = limit("MAX_SAFETENSORS_HEADER_BYTES")
+        if len(prefix) < 8 or size > most:
+            what = "is too short" if len(prefix) < 8 else f"declares a {size:,}-byte header, limit {most:,}"
+            raise BundleError(f"{path} is not a readable safetensors file (it {what})")
+        header = handle.read(size)
+    try:
+        count = len(json.loads(header))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, TypeError) as err:
+        raise BundleError(f"{path} is not a readable safetensors file (header: {err})") from None
+    if count > limit("MAX_TENSORS") + 1:  # + 1: the optional __metadata__ entry
+        raise BundleError(f"{path} names {count:,} tensors, above the limit of {limit('MAX_TENSORS'):,}; "
+                          + how_to_raise("MAX_TENSORS"))  # fmt: skip
 
 
 def _versions() -> dict[str, str]:
@@ -210,9 +237,14 @@ def load_weights_and_spec(folder: str | Path) -> tuple[ModelSpec, Weights]:
         name = wrong_dtype[0]
         raise BundleError(f"{weights_path}: {name} is {raw[name].dtype}, the spec says {spec.dtype}")
     try:
-        return spec, check_weights(spec, raw)
+        weights = check_weights(spec, raw)
     except WeightsError as err:
         raise BundleError(f"{weights_path}: {err}") from None
+    broken = next((name for name, value in weights.items() if not np.isfinite(value).all()), None)
+    if broken is not None:  # every output would be NaN: predict would print a label for nothing
+        raise BundleError(f"{weights_path}: {broken} holds NaN or infinity; the model is broken "
+                          "(a diverged run?): load an earlier checkpoint")  # fmt: skip
+    return spec, weights
 
 
 def load(folder: str | Path, backend: str = "torch", device: str | None = None) -> Any:

@@ -2,7 +2,7 @@
 
 Exit codes: 0 success, 1 a check failed (parity, an export's check, a training loss that
 became NaN or infinite), 2 bad usage or bad input (argparse's convention), 3 a backend's
-framework is missing.
+framework is missing, 70 a bug in rnncore (one line, the traceback filed: `rnncore.boundary`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 from . import __version__
 from .batch import InputError
+from .boundary import json_text, print_error, report_unexpected
 from .clioutput import progress_mode, quiet_framework_logs, show_warning, wrote
 from .device import Device, DeviceError, describe, device_for, parse_device
 from .entities import SCHEMES
@@ -300,7 +301,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         scheme=args.scheme, mode=mode, device=str(args.device), constrain=args.constrain_decoding,
     )  # fmt: skip
     if args.json:
-        print(json.dumps(scores))
+        print(json_text(scores))
         return EXIT_OK
     for key, value in scores.items():
         if key != "tagging":
@@ -334,7 +335,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     texts = _texts(args, "classify", run=args.run)
     for row in predict_texts(args.run, texts, args.backend, str(args.device)):
         if args.json:
-            print(json.dumps(row))
+            print(json_text(row))
         else:
             print(f"{row['label']}\t{max(row['probabilities'].values()):.3f}\t{row['text']}")
     return EXIT_OK
@@ -800,14 +801,23 @@ def _run(args: argparse.Namespace) -> int:
         print(f"rnncore: {interrupted(args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (ExportError, PortError) as err:  # the result does not compute what the model does
-        print(f"rnncore: error: {err}", file=sys.stderr)
+        print_error(err)
         return EXIT_MISMATCH
     except (SpecError, WeightsError, InputError, OSError, ValueError) as err:
-        print(f"rnncore: error: {err}", file=sys.stderr)
+        print_error(err)
         return EXIT_USAGE
     except BackendError as err:
-        print(f"rnncore: error: {err}", file=sys.stderr)
+        print_error(err)
         return EXIT_BACKEND
     except FloatingPointError as err:  # training diverged: not bad input, a failed run
-        print(f"rnncore: error: {err}", file=sys.stderr)
+        print_error(err)
         return EXIT_MISMATCH
+    except MemoryError:
+        print_error("out of memory: the model or the data is larger than this machine can hold; make "
+                    "it smaller (rnncore's size limits are in docs/reliability.md)")  # fmt: skip
+        return EXIT_MISMATCH
+    except RecursionError:
+        print_error("the input is nested too deeply to read")
+        return EXIT_USAGE
+    except Exception as err:  # the boundary: a bug, reported in one line with its traceback filed
+        return report_unexpected(err, args.command)

@@ -8,6 +8,8 @@ exports to any format. Every export is then run by its own runtime (onnxruntime,
 TensorFlow, LiteRT) on a right-padded batch whose size and length differ from anything seen
 while exporting, and compared with the in-memory model under the ("export", dtype) tolerance.
 A file that fails the check is removed: a deploy script must never pick up a wrong model.
+The export is written and checked under a hidden name beside its destination and only then
+renamed into place, so a failed `--overwrite` keeps the previous file.
 
 A CRF tagger's file also decodes (Viterbi inside the graph: TorchScript's `decode` method, the
 SavedModel's `tags` output; ONNX and TFLite refuse a CRF tagger); its tag paths on the check
@@ -16,7 +18,9 @@ batch must equal the in-memory model's exactly.
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,13 +71,6 @@ def _on_backend(model: Any, backend: Any) -> Any:
     return build(spec_of(model), backend=backend.NAME, weights=get_weights(model))
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
 def export(model: Any, path: str | Path, fmt: str, *, overwrite: bool = False, seed: int = 0) -> ExportResult:
     """Write `model` (built by either backend) as `fmt` at `path`, then check the file.
 
@@ -83,24 +80,51 @@ def export(model: Any, path: str | Path, fmt: str, *, overwrite: bool = False, s
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     path = Path(path)
-    if path.exists() and not overwrite:
+    exists = path.exists() or path.is_symlink()
+    if exists and not overwrite:
         raise FileExistsError(f"{path} already exists; choose another path or pass --overwrite")
+    if exists:
+        _check_replaceable(path, fmt)
     backend_of(model)  # refuses a model rnncore did not build, with the reason
     backend = backend_for_format(fmt)
     native = _on_backend(model, backend)
     spec = spec_of(native)
-    backend.export(native, path, fmt)
-    inputs, lengths = random_batch(spec, batch=CHECK_BATCH, max_len=CHECK_MAX_LEN, seed=seed)
-    expected = predict(native, inputs, lengths)
-    actual = backend.run_exported(path, fmt, inputs, lengths)
-    tags_match = None
-    if spec.head is not None and spec.head.crf:
-        decoded = backend.decode_exported(path, fmt, inputs, lengths)
-        tags_match = bool(np.array_equal(decoded, backend.decode(native, inputs, lengths)))
-    result = ExportResult(
-        fmt, path, compare(actual, expected, "export", spec.dtype), inputs.shape, spec.dtype, tags_match
-    )
-    if not result.diff.ok or tags_match is False:
-        _remove(path)
-        raise ExportError(result.summary() + f"; {path} was removed")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.export-", dir=path.parent))
+    try:
+        staged = work / path.name  # the same name: a format may read meaning into the suffix
+        backend.export(native, staged, fmt)
+        inputs, lengths = random_batch(spec, batch=CHECK_BATCH, max_len=CHECK_MAX_LEN, seed=seed)
+        expected = predict(native, inputs, lengths)
+        actual = backend.run_exported(staged, fmt, inputs, lengths)
+        tags_match = None
+        if spec.head is not None and spec.head.crf:
+            decoded = backend.decode_exported(staged, fmt, inputs, lengths)
+            tags_match = bool(np.array_equal(decoded, backend.decode(native, inputs, lengths)))
+        diff = compare(actual, expected, "export", spec.dtype)
+        result = ExportResult(fmt, path, diff, inputs.shape, spec.dtype, tags_match)
+        if not result.diff.ok or tags_match is False:
+            kept = f"{path} is unchanged" if exists else "nothing was written"
+            raise ExportError(result.summary() + f"; the new export was discarded and {kept}")
+        _move_into_place(staged, path, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _check_replaceable(path: Path, fmt: str) -> None:
+    """`--overwrite` replaces an earlier export of the same kind, never anything else (a
+    mistyped path could be a home folder)."""
+    if fmt == "savedmodel":
+        if not (path.is_dir() and not path.is_symlink() and (path / "saved_model.pb").is_file()):
+            raise ExportError(f"{path} exists and is not a SavedModel folder; refusing to replace it")
+    elif not path.is_file() and not path.is_symlink():
+        raise ExportError(f"{path} exists and is not a file; refusing to replace it")
+
+
+def _move_into_place(staged: Path, path: Path, work: Path) -> None:
+    """Rename the checked export onto `path`; an old folder is moved aside first (a rename
+    cannot replace a non-empty folder), a link at `path` is replaced, never followed."""
+    if path.is_dir() and not path.is_symlink():
+        os.replace(path, work / "previous")
+    os.replace(staged, path)

@@ -42,6 +42,10 @@ def _labels(name: str, values: npt.ArrayLike) -> np.ndarray:
         raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
     if array.size == 0:
         raise ValueError(f"{name} is empty; metrics need at least one example")
+    if array.dtype.kind in "fc" and not np.isfinite(array).all():
+        # NaN != NaN: a NaN label would count as a class that is never predicted right
+        row = int(np.flatnonzero(~np.isfinite(array))[0])
+        raise ValueError(f"{name}[{row}] is {array[row]}; labels and scores must be finite numbers")
     return array
 
 
@@ -441,8 +445,6 @@ def roc_auc_binary(y_true: npt.ArrayLike, scores: npt.ArrayLike, pos_label: Any 
         s = s.astype(np.float64)
     if len(true) != len(s):
         raise ValueError(f"y_true has {len(true)} entries but scores has {len(s)}")
-    if np.isnan(s).any():
-        raise ValueError("scores contain nan")
     classes = _unique(true)
     if len(classes) != 2:
         raise ValueError(

@@ -15,12 +15,18 @@ naming the field, the value and what is allowed.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from .jsonfile import parse_json, parse_yaml, read_document, yaml_module
+from .limits import bounded, how_to_raise, limit
 
 FORMAT = "rnncore.model/1"
 
@@ -45,12 +51,16 @@ class SpecError(ValueError):
 
 
 def _fail(path: str, value: Any, allowed: str) -> SpecError:
-    return SpecError(path, f"got {value!r}; expected {allowed}")
+    return SpecError(path, f"got {bounded(value)}; expected {allowed}")
 
 
-def _check_int(path: str, value: Any, minimum: int) -> None:
+def _check_int(path: str, value: Any, minimum: int, most: str | None = None) -> None:
+    """An integer >= `minimum`, and at most the limit named `most` (see `rnncore.limits`)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise _fail(path, value, f"an integer >= {minimum}")
+    if most is not None and value > limit(most):
+        message = f"got {bounded(value)}, above the limit of {limit(most):,}; {how_to_raise(most)}"
+        raise SpecError(path, message)
 
 
 def _check_choice(path: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -76,8 +86,8 @@ class InputSpec:
     def __post_init__(self) -> None:
         _check_choice("input.kind", self.kind, INPUT_KINDS)
         if self.kind == "tokens":
-            _check_int("input.vocab_size", self.vocab_size, 1)
-            _check_int("input.embedding_dim", self.embedding_dim, 1)
+            _check_int("input.vocab_size", self.vocab_size, 1, "MAX_VOCAB")
+            _check_int("input.embedding_dim", self.embedding_dim, 1, "MAX_WIDTH")
             if self.padding_idx is not None:
                 _check_int("input.padding_idx", self.padding_idx, 0)
                 assert self.vocab_size is not None
@@ -90,7 +100,7 @@ class InputSpec:
             if self.feature_dim is not None:
                 raise SpecError("input.feature_dim", "only allowed with kind 'features'; remove it")
         else:
-            _check_int("input.feature_dim", self.feature_dim, 1)
+            _check_int("input.feature_dim", self.feature_dim, 1, "MAX_WIDTH")
             for name in ("vocab_size", "embedding_dim"):
                 if getattr(self, name) is not None:
                     raise SpecError(f"input.{name}", "only allowed with kind 'tokens'; remove it")
@@ -129,8 +139,8 @@ class EncoderSpec:
 
     def __post_init__(self) -> None:
         _check_choice("encoder.cell", self.cell, CELLS)
-        _check_int("encoder.hidden_size", self.hidden_size, 1)
-        _check_int("encoder.num_layers", self.num_layers, 1)
+        _check_int("encoder.hidden_size", self.hidden_size, 1, "MAX_WIDTH")
+        _check_int("encoder.num_layers", self.num_layers, 1, "MAX_LAYERS")
         for name in ("bidirectional", "residual"):
             if not isinstance(getattr(self, name), bool):
                 raise _fail(f"encoder.{name}", getattr(self, name), "true or false")
@@ -173,13 +183,14 @@ class HeadSpec:
     crf: bool = False
 
     def __post_init__(self) -> None:
-        _check_int("head.num_outputs", self.num_outputs, 1)
+        _check_int("head.num_outputs", self.num_outputs, 1, "MAX_WIDTH")
         _check_choice("head.task", self.task, TASKS)
         if isinstance(self.hidden, (str, bytes)) or not isinstance(self.hidden, (list, tuple)):
             raise _fail("head.hidden", self.hidden, "a list of layer widths, e.g. [128]")
+        _check_int("head.hidden (its length)", len(self.hidden), 0, "MAX_LAYERS")
         object.__setattr__(self, "hidden", tuple(self.hidden))
         for i, width in enumerate(self.hidden):
-            _check_int(f"head.hidden[{i}]", width, 1)
+            _check_int(f"head.hidden[{i}]", width, 1, "MAX_WIDTH")
         _check_choice("head.activation", self.activation, ACTIVATIONS)
         slope = self.negative_slope
         # `not slope >= 0` also refuses NaN; inf would turn every negative input into -inf
@@ -250,6 +261,39 @@ class ModelSpec:
         _check_choice("pooling", self.pooling, POOLINGS)
         _check_choice("dtype", self.dtype, DTYPES)
         self._check_combination()
+        self._check_size()
+
+    def _check_size(self) -> None:
+        """Refuse a model too big to build before anything allocates it: each dimension is
+        bounded on its own, but their products (a vocabulary times an embedding, 1000 layers of
+        width 65536) can still ask for terabytes."""
+        count, most = self.parameter_count, limit("MAX_PARAMETERS")
+        if count > most:
+            gigabytes = count * np.dtype(self.dtype).itemsize / 1e9
+            raise SpecError(
+                "spec",
+                f"the model has {count:,} parameters ({gigabytes:,.1f} GB of weights), above the "
+                f"limit of {most:,}; make it smaller, or " + how_to_raise("MAX_PARAMETERS"),
+            )
+
+    @property
+    def parameter_count(self) -> int:
+        """How many numbers the weights hold (`rnncore.weights.canonical_shapes`, summed)."""
+        enc = self.encoder
+        gh = enc.gates * enc.hidden_size
+        biases = 2 if enc.cell == "gru" else 1
+        count = 0
+        if self.input.kind == "tokens":
+            assert self.input.vocab_size is not None and self.input.embedding_dim is not None
+            count += self.input.vocab_size * self.input.embedding_dim
+        for in_size in self.layer_input_sizes:
+            count += enc.num_directions * gh * (in_size + enc.hidden_size + biases)
+        if self.pooling == "attention":
+            count += self.features_size
+        if self.head is not None:
+            widths = [self.features_size, *self.head.hidden, self.head.num_outputs]
+            count += sum((n_in + 1) * n_out for n_in, n_out in itertools.pairwise(widths))
+        return count
 
     def _check_combination(self) -> None:
         tagging = self.head is not None and self.head.task == "tagging"
@@ -327,26 +371,26 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise SpecError("spec", f"not valid JSON ({err})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json(text, lambda message: SpecError("spec", message), "the spec"))
 
     @classmethod
     def from_file(cls, path: str | Path) -> ModelSpec:
         """Read a spec from a `.json`, `.yaml` or `.yml` file."""
         path = Path(path)
-        text = path.read_text(encoding="utf-8")
+
+        def fail(message: str) -> SpecError:
+            return SpecError("spec", message)
+
+        text = read_document(path, fail)
         if path.suffix.lower() in (".yaml", ".yml"):
-            return cls.from_dict(_load_yaml(text, path))
-        return cls.from_json(text)
+            return cls.from_dict(parse_yaml(text, fail, str(path)))
+        return cls.from_dict(parse_json(text, fail, str(path)))
 
     def save(self, path: str | Path) -> None:
         """Write the spec as JSON, or YAML when the file name ends in .yaml/.yml."""
         path = Path(path)
         if path.suffix.lower() in (".yaml", ".yml"):
-            text = _yaml().safe_dump(self.to_dict(), sort_keys=False)
+            text = yaml_module().safe_dump(self.to_dict(), sort_keys=False)
         else:
             text = self.to_json() + "\n"
         path.write_text(text, encoding="utf-8")
@@ -356,22 +400,6 @@ class ModelSpec:
         data = self.to_dict()
         data.update(changes)
         return ModelSpec.from_dict(data)
-
-
-def _yaml() -> Any:
-    try:
-        import yaml
-    except ImportError:
-        raise ImportError("reading YAML specs needs PyYAML: pip install 'rnncore[yaml]'") from None
-    return yaml
-
-
-def _load_yaml(text: str, path: Path) -> Any:
-    yaml = _yaml()
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise SpecError("spec", f"{path} is not valid YAML ({err})") from None
 
 
 def json_schema() -> dict[str, Any]:

@@ -56,7 +56,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .jsonfile import read_json
+from .limits import check
 from .spec import InputSpec, ModelSpec
+from .tokenizer_checks import check_tokenizer_folder
 
 FORMAT = "rnncore.tokenizer/1"
 KINDS = ("wordpiece", "bpe", "word")
@@ -137,6 +139,7 @@ class Tokenizer:
         self._fast: _FastWords | bool | None = False  # False: not looked at yet
         # max id + 1, not the entry count: an embedding table must hold every id, holes included.
         self._vocab_size = max(self._rust.get_vocab(with_added_tokens=True).values()) + 1
+        check("MAX_VOCAB", self._vocab_size, "the tokenizer's vocabulary size (its largest id + 1)")
 
     # ---- building ------------------------------------------------------------------
     @classmethod
@@ -200,6 +203,7 @@ class Tokenizer:
                 f"tokenizer folder {str(path)!r} {what}; pass a local folder holding tokenizer.json or a "
                 "BERT vocab.txt (rnncore never downloads tokenizers)"
             )
+        check_tokenizer_folder(path)  # ids and patterns within budget, before Rust reads them
         transformers = _require("transformers")
         options: dict[str, Any] = {"local_files_only": True}
         if (path / "tokenizer.json").is_file():

@@ -5,10 +5,15 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from ..limits import how_to_raise, limit
 
 # Compressed files are read by their last suffix; the format is the suffix before it.
-_DECOMPRESS = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress}
+_DECOMPRESS: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+_CHUNK = 1 << 20
 
 
 class DataError(ValueError):
@@ -37,14 +42,40 @@ def read_bytes(path: str | Path) -> bytes:
     path = Path(path)
     if not path.is_file():
         raise DataError("no such file; check the path (relative paths start at the working directory)", path)
-    raw = path.read_bytes()
-    decompress = _DECOMPRESS.get(path.suffix.lower())
-    if decompress is None:
-        return raw
+    opener = _DECOMPRESS.get(path.suffix.lower())
+    if opener is None:
+        return path.read_bytes()
+    allowance = decompressed_allowance(path.stat().st_size)
     try:
-        return decompress(raw)
+        with opener(path, "rb") as stream:
+            return _read_at_most(stream, allowance, path)
     except (OSError, EOFError, ValueError, lzma.LZMAError) as err:
         raise DataError(f"cannot decompress as {path.suffix} ({err}); is the file complete?", path) from None
+
+
+def decompressed_allowance(compressed_bytes: int) -> int:
+    """How far a compressed file of this size may inflate: MAX_COMPRESSION_RATIO times its size
+    (text compresses 3-10x; a "zip bomb" 1000x), at least MIN_DECOMPRESSED_ALLOWANCE, at most
+    MAX_DECOMPRESSED_BYTES."""
+    ratio = limit("MAX_COMPRESSION_RATIO") * compressed_bytes
+    return min(limit("MAX_DECOMPRESSED_BYTES"), max(limit("MIN_DECOMPRESSED_ALLOWANCE"), ratio))
+
+
+def _read_at_most(stream: Any, allowance: int, path: Path) -> bytes:
+    """Decompress chunk by chunk, stopping as soon as the output passes `allowance`: the check
+    comes before the memory is spent, not after."""
+    chunks, total = [], 0
+    while chunk := stream.read(_CHUNK):
+        total += len(chunk)
+        if total > allowance:
+            raise DataError(
+                f"decompresses to more than {allowance:,} bytes from {path.stat().st_size:,}; refused "
+                "as a likely decompression bomb. If it is real data, decompress it first, or "
+                + how_to_raise("MAX_COMPRESSION_RATIO"),
+                path,
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def read_text(path: str | Path, encoding: str = "utf-8") -> str:
@@ -64,6 +95,20 @@ def read_text(path: str | Path, encoding: str = "utf-8") -> str:
         ) from None
     # A byte order mark from Windows editors is not part of the first column's name.
     return text.removeprefix("\ufeff")
+
+
+def check_line_length(line: str, path: str | Path, number: int) -> None:
+    """Refuse a line longer than MAX_LINE_CHARS before parsing it: one megabyte-long "text" is
+    no example a recurrent network reads, and parsing it (JSON, splitting) would cost its size
+    again."""
+    most = limit("MAX_LINE_CHARS")
+    if len(line) > most:
+        raise DataError(
+            f"line is {len(line):,} characters long, above the limit of {most:,}; split or drop it, or "
+            + how_to_raise("MAX_LINE_CHARS"),
+            path,
+            number,
+        )
 
 
 def split_lines(text: str) -> list[str]:

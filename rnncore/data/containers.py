@@ -110,6 +110,24 @@ class SequenceDataset:
         return SequenceDataset(self.x[rows], self.y[rows], self.lengths[rows])
 
 
+def class_names(y: np.ndarray, where: str = "y") -> list[str]:
+    """Class ids (N,) as label strings ("0", "1", ...), refusing anything that is not exactly an
+    integer: 0.9 truncated would silently become class "0", and NaN has no class at all."""
+    y = np.asarray(y)
+    if y.dtype.kind in "iub":
+        return [str(int(v)) for v in y.tolist()]
+    if y.dtype.kind != "f":
+        raise DataError(f"{where} must hold integer class ids; got dtype {y.dtype}")
+    bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
+    if len(bad):
+        row = int(bad[0])
+        raise DataError(
+            f"{where}[{row}] is {float(y[row]):.7g}, not an integer class id; class labels must be whole "
+            "numbers (save y as integers; a regression target needs a regression model)"
+        )
+    return [str(int(v)) for v in y.tolist()]
+
+
 @dataclass(frozen=True)
 class LabelVocab:
     """Label strings <-> ids 0..K-1, in sorted order.

@@ -13,8 +13,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..limits import bounded
 from ..wording import say
-from ._files import DataError, format_of, read_text, split_lines
+from ._files import DataError, check_line_length, format_of, read_text, split_lines
 from .containers import TaggedDataset, TextDataset
 
 Column = str | int
@@ -143,36 +144,58 @@ def read_jsonl(
 ) -> TextDataset:
     """Labelled texts from JSON lines: one object per line, e.g. ``{"text": "...", "label": "pos"}``.
 
-    A label that is a number or a boolean is kept as its JSON text ("1", "true"); blank lines
-    are skipped.
+    A label that is an integer or a boolean is kept as its JSON text ("1", "true"); a fraction,
+    NaN or Infinity is refused (a class label is exact); blank lines are skipped.
     """
     texts: list[str] = []
     labels: list[str] = []
     for number, line in enumerate(split_lines(read_text(path, encoding)), start=1):
         if not line.strip():
             continue
+        check_line_length(line, path, number)
         try:
-            record = json.loads(line)
+            record = json.loads(line, parse_constant=_not_json)
         except json.JSONDecodeError as err:
             raise DataError(
                 f"not valid JSON ({err.msg} at column {err.colno}); one object per line", path, number
             ) from None
+        except (ValueError, RecursionError) as err:
+            why = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+            raise DataError(f"not valid JSON ({why}); one object per line", path, number) from None
         if not isinstance(record, dict):
             raise DataError(f"expected a JSON object per line, got {type(record).__name__}", path, number)
         for field in (text_field, label_field):
             if field not in record:
-                keys = ", ".join(repr(k) for k in record)
+                keys = ", ".join(bounded(k) for k in list(record)[:10]) + (
+                    ", ..." if len(record) > 10 else ""
+                )
                 which = "text_field" if field == text_field else "label_field"
                 flag = say(f"{which}=...", f"--{which.split('_')[0]}-column <one of these>")
                 raise DataError(f"no field {field!r}; this object has {keys}. Pass {flag}", path, number)
         text, label = record[text_field], record[label_field]
         if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{text_field!r} must be a non-empty string; got {text!r}", path, number)
-        if isinstance(label, (dict, list)) or label is None or label == "":
-            raise DataError(f"{label_field!r} must be one string or number; got {label!r}", path, number)
+            raise DataError(f"{text_field!r} must be a non-empty string; got {bounded(text)}", path, number)
         texts.append(text)
-        labels.append(label if isinstance(label, str) else json.dumps(label))
+        labels.append(_label_name(label, label_field, path, number))
     return TextDataset(texts, labels)
+
+
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _label_name(label: object, field: str, path: str | Path, number: int) -> str:
+    """A JSONL label as a class name: a string as it is, an integer (or a boolean) as its JSON
+    text. A fraction is refused: 0.9 is no class, and truncating it would make it class 0."""
+    if isinstance(label, str) and label:
+        return label
+    if isinstance(label, (bool, int)):
+        return json.dumps(label)
+    if isinstance(label, float):
+        hint = f"write {int(label)}" if label.is_integer() else "labels name classes, not scores"
+        raise DataError(f"{field!r} is the number {label!r}; class labels are integers or strings "
+                        f"({hint})", path, number)  # fmt: skip
+    raise DataError(f"{field!r} must be one string or integer; got {bounded(label)}", path, number)
 
 
 def read_class_folders(
@@ -234,6 +257,7 @@ def read_conll(
     words: list[str] = []
     labels: list[str] = []
     for number, line in enumerate(split_lines(read_text(path, encoding)), start=1):
+        check_line_length(line, path, number)
         if not line.strip():
             fields = []
         elif delimiter is not None:
@@ -287,6 +311,7 @@ def read_conllu(path: str | Path, tag_field: str = "upos", encoding: str = "utf-
     words: list[str] = []
     labels: list[str] = []
     for number, line in enumerate(split_lines(read_text(path, encoding)), start=1):
+        check_line_length(line, path, number)
         if not line.strip():
             if words:
                 sentences.append(words)

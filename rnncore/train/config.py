@@ -31,27 +31,33 @@ from typing import Any
 import numpy as np
 
 from ..jsonfile import read_json
+from ..limits import bounded
 from ..spec import SpecError
 
 TRAIN_FORMAT = "rnncore.train/1"
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "linear_warmup", "cosine")
+# What `rnncore.train.loop.evaluate` measures on the validation split, per task; early
+# stopping watches one of them (a name it never measures would silently never stop).
+EARLY_STOPPING_METRICS = ("accuracy", "macro_f1", "weighted_f1", "micro_f1", "log_loss", "mse",
+                          "entity_precision", "entity_recall", "entity_f1")  # fmt: skip
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool, not a string such as "3", not NaN or infinity)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _positive(path: str, value: Any, integer: bool = False) -> None:
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
-        raise SpecError(path, f"got {value!r}; expected a {'positive integer' if integer else 'number > 0'}")
+    if not _is_number(value) or (integer and not isinstance(value, int)) or value <= 0:
+        expected = "positive integer" if integer else "finite number > 0"
+        raise SpecError(path, f"got {bounded(value)}; expected a {expected}")
 
 
 def _non_negative(path: str, value: Any, below_one: bool = False) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or value < 0
-        or (below_one and value >= 1)
-    ):
-        raise SpecError(path, f"got {value!r}; expected a number in [0, {'1)' if below_one else 'inf)'}")
+    if not _is_number(value) or value < 0 or (below_one and value >= 1):
+        upper = "1)" if below_one else "inf)"
+        raise SpecError(path, f"got {bounded(value)}; expected a number in [0, {upper}")
 
 
 @dataclass(frozen=True)
@@ -77,14 +83,14 @@ class TrainConfig:
     early_stopping_metric: str = "accuracy"
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise SpecError(
-                "train.optimizer", f"got {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}"
-            )
-        if self.schedule not in SCHEDULES:
-            raise SpecError(
-                "train.schedule", f"got {self.schedule!r}; expected one of {', '.join(SCHEDULES)}"
-            )
+        for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+                              ("early_stopping_metric", EARLY_STOPPING_METRICS)):  # fmt: skip
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in allowed:
+                expected = "one of " + ", ".join(allowed)
+                raise SpecError(f"train.{name}", f"got {bounded(value)}; expected {expected}")
+        if not isinstance(self.nesterov, bool):
+            raise SpecError("train.nesterov", f"got {bounded(self.nesterov)}; expected true or false")
         _positive("train.lr", self.lr)
         _non_negative("train.momentum", self.momentum, below_one=True)
         _non_negative("train.beta1", self.beta1, below_one=True)
@@ -99,8 +105,10 @@ class TrainConfig:
             raise SpecError("train.momentum", f"only for optimizer 'sgd'; {self.optimizer} uses beta1")
         for name in ("epochs", "batch_size", "max_len"):
             _positive(f"train.{name}", getattr(self, name), integer=True)
-        if self.warmup_steps < 0 or isinstance(self.warmup_steps, bool):
-            raise SpecError("train.warmup_steps", f"got {self.warmup_steps!r}; expected an integer >= 0")
+        for name in ("warmup_steps", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise SpecError(f"train.{name}", f"got {bounded(value)}; expected an integer >= 0")
         if self.early_stopping_patience is not None:
             _positive("train.early_stopping_patience", self.early_stopping_patience, integer=True)
 
@@ -120,12 +128,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        if not isinstance(data, Mapping):
+            raise SpecError("train", f"got {bounded(data)}; expected an object of training settings")
         data = dict(data)
         fmt = data.pop("format", TRAIN_FORMAT)
         if fmt != TRAIN_FORMAT:
             raise SpecError("train.format", f"got {fmt!r}; expected {TRAIN_FORMAT!r}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known, key=str)
         if unknown:
             raise SpecError(f"train.{unknown[0]}", f"unknown field; allowed: {', '.join(sorted(known))}")
         return cls(**data)

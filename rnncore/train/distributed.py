@@ -148,7 +148,7 @@ def start_worker(
     from ..registry import get_backend
 
     if die_with_parent:
-        _die_with_parent()
+        _die_with_parent(signal.SIGKILL)
     worker: Worker = get_backend(backend).start_distributed(timeout_s, worker_device(device))
     return worker
 
@@ -167,16 +167,25 @@ def worker_device(requested: str) -> str:
     return device.kind
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this process when its parent dies (no-op elsewhere)."""
+def _die_with_parent(signum: int) -> None:
+    """Ask Linux to send this process `signum` when its parent dies (no-op elsewhere)."""
     if not sys.platform.startswith("linux"):
         return
     parent = os.getppid()
     with contextlib.suppress(OSError, AttributeError):
         pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signum)
     if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
+
+
+def _child_dies_with_launcher() -> None:
+    """Run in each launched child between fork and exec (the death signal survives exec).
+
+    torchrun itself is no rnncore process: without this, `kill -9` of the launcher left it
+    and its workers training and writing the run. SIGTERM, not SIGKILL: torchrun then stops
+    its workers itself (and they have their own death signal, SIGKILL, for torchrun)."""
+    _die_with_parent(signal.SIGTERM)
 
 
 # ---- starting the processes ------------------------------------------------------------------
@@ -274,7 +283,7 @@ def run_processes(jobs: Sequence[tuple[list[str], dict[str, str]]], grace_s: flo
     with _sigterm_as_interrupt():
         try:
             for command, env in jobs:
-                processes.append(subprocess.Popen(command, env=env))
+                processes.append(subprocess.Popen(command, env=env, preexec_fn=_child_dies_with_launcher))
             return _wait_all(processes)
         finally:
             _stop(processes, grace_s)

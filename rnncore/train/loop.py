@@ -248,6 +248,12 @@ def fit(
         bar.close(record)
         history.epochs.append(record)
         metric = f"val_{config.early_stopping_metric}"
+        if config.early_stopping_patience and valid is not None and metric not in record:
+            measured = ", ".join(k.removeprefix("val_") for k in record if k.startswith("val_"))
+            raise ValueError(
+                f"early_stopping_metric {config.early_stopping_metric!r} is not measured for this task "
+                f"(it measures {measured}): early stopping would never happen; pick one of those"
+            )
         if metric in record and _improved(config.early_stopping_metric, record[metric], best):
             best, history.best_epoch = record[metric], len(history.epochs) - 1
             best_weights = get_weights(model) if config.early_stopping_patience else None

@@ -26,18 +26,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import bundle, crf
+from .. import bundle, crf, staging
 from ..api import build, device_of, set_weights, spec_of
 from ..baselines import most_frequent_tag
 from ..data import DataError, LabelVocab, SequenceDataset, TaggedDataset, TextDataset, load_bundled, split
+from ..data.containers import class_names
 from ..data.formats import ReaderRequest, choose_reader, describe, read_with, request_from, suffix_format
 from ..data.summary import render, summarize
 from ..device import Device, device_for
 from ..jsonfile import read_json
+from ..limits import bounded
 from ..registry import ALIASES, get_backend
 from ..runinfo import check_classes, data_source
 from ..spec import ModelSpec
 from .config import TrainConfig
+from .lock import describe_holder, run_lock
 from .loop import Encoded, History, evaluate, fit
 
 if TYPE_CHECKING:
@@ -101,6 +104,8 @@ def read_dataset(
     data = load_bundled(settings["name"]) if settings["format"] == "bundled" else read_with(source, settings)
     if not isinstance(data, TASK_DATA[task]):
         raise RunError(f"{source} holds a {type(data).__name__}, which {task} cannot train on")
+    if isinstance(data, SequenceDataset):  # classes are exact: 0.9 is refused, not made class 0
+        class_names(data.y, f"{source}: y")
     return data
 
 
@@ -128,7 +133,7 @@ class Encoder:
                 list(data.sentences), [list(t) for t in tags], max_len=self.max_len, on_empty="unk"
             )
             return Encoded(batch.ids, batch.lengths, batch.labels, per_step=True)
-        return Encoded(data.x, data.lengths, self.labels.encode([str(int(y)) for y in data.y], where))
+        return Encoded(data.x, data.lengths, self.labels.encode(class_names(data.y, f"y of {where}"), where))
 
     def encode_texts(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         for i, text in enumerate(texts):
@@ -156,7 +161,7 @@ def fit_encoder(task: str, train: Any, max_len: int, inventory: Any = None) -> E
         tokenizer = Tokenizer.train(words, kind="word", vocab_size=30000, min_frequency=1)
         labels = LabelVocab.fit(tag for row in inventory.tags for tag in row)
         return Encoder(task, labels, tokenizer, max_len)
-    return Encoder(task, LabelVocab.fit(str(int(y)) for y in inventory.y), None, max_len)
+    return Encoder(task, LabelVocab.fit(class_names(inventory.y)), None, max_len)
 
 
 def default_spec(task: str, encoder: Encoder, data: Any) -> ModelSpec:
@@ -186,19 +191,6 @@ def default_spec(task: str, encoder: Encoder, data: Any) -> ModelSpec:
 
 
 # ---- checkpoints -----------------------------------------------------------------------------
-def _write_text_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _fsync_tree(folder: Path) -> None:
     """Flush every file under `folder` and the folders themselves to disk. A full disk can
     surface only here (delayed allocation), and after a power cut LATEST must not name a
@@ -242,9 +234,9 @@ def save_checkpoint(
         )
         bundle.write_weights(folder / "optimizer.safetensors", trainer.optimizer_state())
         state = {"epoch": epoch + 1, "history": history.to_dict()}
-        (folder / "state.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+        staging.write_text(folder / "state.json", json.dumps(state, indent=2) + "\n")
         _fsync_tree(folder)
-        _write_text_atomically(checkpoints / "LATEST", folder.name + "\n")
+        staging.write_text(checkpoints / "LATEST", folder.name + "\n")
     except OSError as err:
         last = latest_checkpoint(run)
         kept = f"the last complete checkpoint, {last.name}, is intact" if last else "no checkpoint yet"
@@ -339,8 +331,30 @@ def train_run(
     _check_decoding_options(task, use_crf, constrain)
     run = Path(out)
     chief = distributed is None or distributed.rank == 0
-    if chief:  # only rank 0 writes: another rank could see the folder rank 0 just made
-        check_run_folder(run, overwrite, resume)
+
+    def train(overwrite_now: bool) -> dict[str, Any]:
+        return _train(
+            task=task, data=data, run=run, backend=backend, spec=spec, config=config, valid=valid,
+            test=test, columns=columns, overwrite=overwrite_now, resume=resume, progress=progress,
+            distributed=distributed, reader=reader, report=report, device=device, use_crf=use_crf,
+            constrain=constrain,
+        )  # fmt: skip
+
+    if not chief:  # only rank 0 writes (and locks): another rank could see what rank 0 just made
+        return train(False)
+    check_run_folder(run, overwrite, resume)
+    with run_lock(run, "resume" if resume else "train"):
+        check_run_folder(run, overwrite, resume, holding_lock=True)  # again: it may have changed
+        return train(overwrite)
+
+
+def _train(
+    *, task: str, data: str, run: Path, backend: str, spec: ModelSpec | None, config: TrainConfig,
+    valid: str | None, test: str | None, columns: tuple[str, str], overwrite: bool, resume: bool,
+    progress: bool | str, distributed: Worker | None, reader: ReaderRequest | None,
+    report: Callable[[str], None] | None, device: str | Device, use_crf: bool, constrain: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    chief = distributed is None or distributed.rank == 0
     request = reader or ReaderRequest(text_column=columns[0], label_column=columns[1])
     settings = choose_data_reader(data, task, request)
     dataset = read_dataset(data, task, settings=settings)
@@ -376,29 +390,33 @@ def train_run(
         start_epoch, history, trainer, best_weights = _resume(run, model, config, make_trainer)
     elif distributed is not None:
         trainer = make_trainer(model, config)
-    if chief:
-        if not resume and run.exists():
-            shutil.rmtree(run)
-        run.mkdir(parents=True, exist_ok=True)
-        processes = 1 if distributed is None else distributed.world_size
-        run_info = {"format": RUN_FORMAT, "task": task, "data": data, "valid": valid, "test": test,
-                    "backend": backend, "columns": list(columns), "reader": settings,
-                    "train": config.to_dict(), "processes": processes, "data_summary": summary,
-                    "device": device_of(model), "constrain_decoding": constrain}  # fmt: skip
-        (run / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
+    if distributed is not None and not chief:
+        fit(model, encoded["train"], config, encoded["valid"], start_epoch=start_epoch, trainer=trainer,
+            progress=False, history=history, best_weights=best_weights, shard=distributed.shard)  # fmt: skip
+        return {}
+    # --overwrite of an existing run: the new run grows beside it and replaces it only once it
+    # holds a checkpoint, so a failure (or a kill) before then leaves the old run as it was
+    folder = RunFolder(run, replace=overwrite and not resume and run.exists())
+    processes = 1 if distributed is None else distributed.world_size
+    run_info = {"format": RUN_FORMAT, "task": task, "data": data, "valid": valid, "test": test,
+                "backend": backend, "columns": list(columns), "reader": settings,
+                "train": config.to_dict(), "processes": processes, "data_summary": summary,
+                "device": device_of(model), "constrain_decoding": constrain}  # fmt: skip
+    staging.write_text(folder.path / "run.json", json.dumps(run_info, indent=2) + "\n")
 
     def on_epoch_end(epoch: int, hist: History, tr: Any) -> None:
-        save_checkpoint(run, model, tr, hist, epoch, encoder, keep_best=bool(config.early_stopping_patience))
+        keep_best = bool(config.early_stopping_patience)
+        save_checkpoint(folder.path, model, tr, hist, epoch, encoder, keep_best=keep_best)
+        folder.promote()
 
-    history = fit(model, encoded["train"], config, encoded["valid"], start_epoch=start_epoch, trainer=trainer,
-                  on_epoch_end=on_epoch_end if chief else None, progress=progress if chief else False,
-                  history=history, best_weights=best_weights,
-                  shard=None if distributed is None else distributed.shard)  # fmt: skip
-    if not chief:
-        return {}
-    settings = {**data_settings(task, config.max_len, columns), "constrain_decoding": constrain}
-    _write_final_bundle(run, model, encoder, settings)
-    (run / "history.json").write_text(json.dumps(history.to_dict(), indent=2) + "\n", encoding="utf-8")
+    with folder:
+        history = fit(model, encoded["train"], config, encoded["valid"], start_epoch=start_epoch,
+                      trainer=trainer, on_epoch_end=on_epoch_end, progress=progress, history=history,
+                      best_weights=best_weights,
+                      shard=None if distributed is None else distributed.shard)  # fmt: skip
+    reads_as = {**data_settings(task, config.max_len, columns), "constrain_decoding": constrain}
+    _write_final_bundle(run, model, encoder, reads_as)
+    staging.write_text(run / "history.json", json.dumps(history.to_dict(), indent=2) + "\n")
     _plot_history(history, run / "history.png")
     return evaluate(model, encoded["test"], label_names=encoder.labels.labels, constrain=constrain)
 
@@ -432,12 +450,61 @@ def _placement(backend: str, device: str | Device, distributed: Worker | None) -
     return device_for(get_backend(backend), device)
 
 
-def check_run_folder(run: Path, overwrite: bool, resume: bool) -> None:
-    """Refuse to replace a run folder unasked, or to resume one that is not there."""
-    if run.exists() and not (overwrite or resume):
+def check_run_folder(run: Path, overwrite: bool, resume: bool, holding_lock: bool = False) -> None:
+    """Refuse to replace a run folder unasked, to replace anything that is not a run (or an
+    empty folder), to resume one that is not there, or to touch one another process writes."""
+    busy = None if holding_lock else describe_holder(run)
+    if busy is not None:
+        raise RunError(f"{run} is in use: {busy} is writing it; wait for it to finish or stop it")
+    exists = run.exists() or run.is_symlink()
+    if exists and not (overwrite or resume):
         raise RunError(f"{run} already exists; pass --overwrite to replace it or --resume to continue it")
     if resume and not run.exists():
         raise RunError(f"cannot resume: {run} does not exist")
+    if exists and overwrite and not resume and not _replaceable(run):
+        raise RunError(
+            f"--overwrite replaces a run folder, and {run} is not one (no run.json, checkpoints/ or "
+            "model bundle in it) nor an empty folder; choose another --out, or remove it yourself"
+        )
+
+
+def _replaceable(run: Path) -> bool:
+    """A training run (or what is left of one), a model bundle, or an empty folder."""
+    if not run.is_dir() or run.is_symlink():
+        return False
+    marks = ("run.json", "checkpoints", bundle.CONFIG)
+    return any((run / mark).exists() for mark in marks) or not any(run.iterdir())
+
+
+class RunFolder:
+    """Where a run is being written: the run folder itself, or, when it replaces an existing
+    run, a new hidden sibling that takes the run's place at its first checkpoint (`promote`).
+    Leaving the `with` block by an exception before that removes the sibling, old run intact."""
+
+    def __init__(self, run: Path, replace: bool) -> None:
+        self.run = run
+        run.parent.mkdir(parents=True, exist_ok=True)
+        if replace:
+            self.path = Path(tempfile.mkdtemp(prefix=f".{run.name}.new-", dir=run.parent))
+        else:
+            run.mkdir(exist_ok=True)
+            self.path = run
+
+    def promote(self) -> None:
+        if self.path == self.run:
+            return
+        aside = Path(tempfile.mkdtemp(prefix=f".{self.run.name}.old-", dir=self.run.parent))
+        os.replace(self.run, aside / self.run.name)  # a link named run is moved, not followed
+        os.replace(self.path, self.run)
+        self.path = self.run
+        shutil.rmtree(aside, ignore_errors=True)
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, kind: Any, *_: Any) -> None:
+        if kind is not None and self.path != self.run:
+            shutil.rmtree(self.path, ignore_errors=True)
 
 
 def data_settings(task: str, max_len: int, columns: tuple[str, str] | None) -> dict[str, Any]:
@@ -470,7 +537,10 @@ def _write_final_bundle(run: Path, model: Any, encoder: Encoder, settings: dict[
     for name in (bundle.WEIGHTS, bundle.LABELS):
         os.replace(staged / name, run / name)
     if (staged / bundle.TOKENIZER).exists():
-        shutil.rmtree(run / bundle.TOKENIZER, ignore_errors=True)
+        old = run / bundle.TOKENIZER
+        if old.is_symlink():  # replace the link, never what it points at
+            old.unlink()
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(staged / bundle.TOKENIZER, run / bundle.TOKENIZER)
     os.replace(staged / bundle.CONFIG, run / bundle.CONFIG)
     shutil.rmtree(staged, ignore_errors=True)
@@ -505,12 +575,44 @@ def _resume(
         raise RunError(f"{run} has no complete checkpoint to resume from; start again with --overwrite")
     _, weights = bundle.load_weights_and_spec(folder)
     set_weights(model, weights)
+    epoch, history = _read_state(folder / "state.json")
     trainer = make_trainer(model, config)
-    trainer.load_optimizer_state(bundle.read_weights(folder / "optimizer.safetensors"))
-    state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-    history = History(**state["history"])
+    optimizer = bundle.own_path(folder, "optimizer.safetensors")
+    try:
+        trainer.load_optimizer_state(bundle.read_weights(optimizer))
+    except (KeyError, ValueError, TypeError, IndexError) as err:
+        raise RunError(
+            f"{optimizer} does not hold this model's optimizer state ({str(err)[:200]}); the checkpoint "
+            "is damaged: remove it and LATEST to resume from an older one, or start again with --overwrite"
+        ) from None
     best_weights = _best_weights(run, history) if config.early_stopping_patience else None
-    return int(state["epoch"]), history, trainer, best_weights
+    return epoch, history, trainer, best_weights
+
+
+def _read_state(path: Path) -> tuple[int, History]:
+    """A checkpoint's state.json (epochs done, the history so far), checked field by field."""
+    state = read_json(bundle.own_path(path.parent, path.name), RunError, allow_nan=True)
+    epoch = state.get("epoch") if isinstance(state, dict) else None
+    recorded = state.get("history") if isinstance(state, dict) else None
+    try:
+        if (
+            isinstance(epoch, bool)
+            or not isinstance(epoch, int)
+            or epoch < 1
+            or not isinstance(recorded, dict)
+        ):
+            raise TypeError("expected an object with an integer epoch >= 1 and a history object")
+        history = History(**recorded)
+        if not isinstance(history.epochs, list) or len(history.epochs) != epoch:
+            raise TypeError(f"the history must hold one record per epoch done ({epoch})")
+        best = history.best_epoch
+        if best is not None and (
+            isinstance(best, bool) or not isinstance(best, int) or not 0 <= best < epoch
+        ):
+            raise TypeError(f"best_epoch is {bounded(best)}; expected null or an epoch index below {epoch}")
+    except TypeError as err:
+        raise RunError(f"{path}: {err}; the checkpoint is damaged: start again with --overwrite") from None
+    return epoch, history
 
 
 def _plot_history(history: History, path: Path) -> None:
@@ -533,7 +635,8 @@ def _plot_history(history: History, path: Path) -> None:
         other.set_ylabel(metric)
     ax.set_title("training history")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with staging.staged(path) as tmp:  # a link named history.png is replaced, not written through
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
 
@@ -548,7 +651,16 @@ def task_of(spec: ModelSpec) -> str:
 def _run_info(folder: Path) -> dict[str, Any]:
     """run.json of a training run; for any other bundle, what its config.json tells. Checked:
     a damaged file is refused here, naming it, not met later as a KeyError or a bad int."""
-    config = bundle.read_config(folder)  # refuses a folder that is not a bundle, with the reason
+    try:
+        config = bundle.read_config(folder)  # refuses a folder that is not a bundle, with the reason
+    except bundle.BundleError:
+        busy = describe_holder(folder)
+        if busy is None:
+            raise
+        raise RunError(
+            f"{folder} is still training ({busy}); its model is written when training ends: wait for it, "
+            f"or evaluate its newest checkpoint ({folder / 'checkpoints'}/epoch-NNNN, with --data)"
+        ) from None
     info_path = bundle.own_path(folder, "run.json")
     if info_path.is_file():
         info = read_json(info_path, RunError)
@@ -761,6 +873,11 @@ def predict_texts(
         raise RunError(f"{run} is a {info['task']} run; `predict` with texts needs a text-classification run")
     ids, lengths = encoder.encode_texts(texts)
     logits = predict(model, ids, lengths)
+    broken = np.flatnonzero(~np.isfinite(logits).all(axis=1))
+    if len(broken):  # finite weights can still overflow: never print a label for a NaN
+        raise RunError(
+            f"the model's outputs for text {int(broken[0])} hold NaN or infinity; it cannot classify it"
+        )
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
     names = encoder.labels.labels
