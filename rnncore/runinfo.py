@@ -91,7 +91,19 @@ def resolve(given: Mapping[str, Any], recorded: Mapping[str, Any] | None) -> Run
 def recorded(run: str | Path, data_given: bool) -> dict[str, Any] | None:
     """RUN/run.json of a run to resume. Without one (a run folder made by hand), the flags
     must say where the data is: refused, saying why, when they do not; None when they do."""
+    from .train.lock import describe_holder
+
+    busy = describe_holder(Path(run))
+    if busy is not None:  # said before anything else: run.json may not be written yet
+        raise RunSettingError(f"{run} is in use: {busy} is writing it; wait for it to finish or stop it")
     path = Path(run) / "run.json"
+    if path.is_symlink():  # a link planted in the run is never the run's own record
+        if data_given:
+            return None  # the flags say where the data is; the link is replaced, not followed
+        raise RunSettingError(
+            f"cannot resume: {path} is a symbolic link, not the run's own record; give --data (and "
+            "the other settings) to resume from the flags, or remove the link"
+        )
     if not path.is_file():
         if data_given:
             return None
@@ -135,7 +147,8 @@ def resume_config(
 
 
 def check_classes(labels: Iterable[str], where: str) -> None:
-    """Refuse a classification set with one class; warn about a very rare one.
+    """Refuse a classification set with one class; warn about a very rare one (under 1% of
+    the examples, or under 10 and under a fifth of an even share).
 
     One class trains without a word and then reports accuracy 1.0 and log-loss 0.0 (found by
     a user who had named the wrong label column), so it is an error, not a result.
@@ -148,8 +161,11 @@ def check_classes(labels: Iterable[str], where: str) -> None:
             "at least two (is --label-column the right column?)"
         )
     total = sum(counts.values())
+    even_share = total / len(counts)
     for label, count in sorted(counts.items(), key=lambda item: item[1]):
-        if count < RARE_COUNT or count < RARE_FRACTION * total:
+        # rare against the data, not merely small: a small balanced set (10 classes of 6) warns
+        # of nothing, which would otherwise bury real messages under one line per class
+        if count < RARE_FRACTION * total or (count < RARE_COUNT and count < even_share / 5):
             warnings.warn(
                 f"class {label!r} has {count} of {total:,} examples ({count / total:.1%}); the 10% "
                 "internal test split holds few or none of them, so its scores say little about it",

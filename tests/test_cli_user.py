@@ -82,6 +82,15 @@ def test_a_very_rare_class_trains_with_a_warning(tmp_path, capsys):
     assert "fresh" not in err and "rotten" not in err  # the common classes are not flagged
 
 
+def test_a_small_balanced_set_warns_of_no_class(tmp_path, recwarn):
+    from rnncore.runinfo import DataWarning, check_classes
+
+    check_classes([str(i % 10) for i in range(60)], "sixty.npz")  # 10 classes of 6
+    assert not [w for w in recwarn if issubclass(w.category, DataWarning)]
+    with pytest.warns(DataWarning, match="class 'z' has 2 of 152"):  # 1.3%, but 2 against an even share of 14
+        check_classes([*(str(i % 10) for i in range(150)), "z", "z"], "skewed.npz")
+
+
 # ---- 2. bundles carry the data settings; the model card's commands run --------------------------
 def test_a_ported_bundle_reads_data_with_the_runs_columns(trained, reviews, tmp_path, capsys):
     ported = tmp_path / "ported"

@@ -46,6 +46,8 @@ MEANINGS = {
     "head.negative_slope": "slope of `leaky_relu` below zero",
     "head.dropout": "dropout after each hidden layer's activation, in training",
     "head.num_outputs": "logits per example (or per step for tagging)",
+    "head.crf": "tagging only: a linear-chain CRF over the per-step tag scores (transition, start and "
+    "end scores; negative log-likelihood loss, Viterbi decoding)",
     "head.task": "how the logits are read: softmax classes, independent sigmoids, real values, "
     "or a tag per step",
     "dtype": "compute dtype of both backends and of the oracle",

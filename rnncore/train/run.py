@@ -531,6 +531,7 @@ def _write_final_bundle(run: Path, model: Any, encoder: Encoder, settings: dict[
     every reader refuses as "not a bundle", never new weights under an old config.
     """
     staged = run / "final.tmp"
+    _remove_leftover(staged)  # a kill during an earlier attempt may have left it half-written
     bundle.save(model, staged, labels=list(encoder.labels.labels), tokenizer=encoder.tokenizer,
                 extra=settings, overwrite=True)  # fmt: skip
     (run / bundle.CONFIG).unlink(missing_ok=True)
@@ -544,6 +545,15 @@ def _write_final_bundle(run: Path, model: Any, encoder: Encoder, settings: dict[
         os.replace(staged / bundle.TOKENIZER, run / bundle.TOKENIZER)
     os.replace(staged / bundle.CONFIG, run / bundle.CONFIG)
     shutil.rmtree(staged, ignore_errors=True)
+
+
+def _remove_leftover(path: Path) -> None:
+    """Remove this run's own scratch folder (the run is locked by this process): a link is
+    unlinked, never followed."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 def _check_vocab(encoder: Encoder, spec: ModelSpec) -> None:
