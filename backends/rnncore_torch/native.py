@@ -109,6 +109,7 @@ from rnncore.native import NativeReading, NativeRun, UnsupportedNativeModel, fol
 from rnncore.spec import TASKS, EncoderSpec, HeadSpec, InputSpec, ModelSpec
 from rnncore.weights import Weights, directions, head_layer_names, layer_prefix
 
+from .device import tf32
 from .model import RnnModel
 
 POOLINGS = ("last", "mean", "max", "none")
@@ -201,18 +202,6 @@ def _arguments(model: nn.Module) -> tuple[bool, str]:
     return len(required) == 2 or second_is_lengths, ""
 
 
-@contextlib.contextmanager
-def _full_float32() -> Iterator[None]:
-    """TensorFloat-32 off while probing: cuDNN's RNNs use it by default on a GPU, rounding
-    float32 inputs to 10 bits, which would refuse an exact import on a GPU only."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 def _call(model: nn.Module, inputs: np.ndarray, lengths: np.ndarray | None, time_first: bool) -> np.ndarray:
     """The module's eval-mode output for a batch-first numpy batch, batch first."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -221,7 +210,8 @@ def _call(model: nn.Module, inputs: np.ndarray, lengths: np.ndarray | None, time
     was_training = model.training
     model.eval()  # dropout off, BatchNorm on its running statistics: what the import computes
     try:
-        with torch.no_grad(), _full_float32():
+        # TF32 off: cuDNN's RNNs use it by default on a GPU, and it would refuse an exact import
+        with torch.no_grad(), tf32(False):
             out = model(*args)
     finally:
         model.train(was_training)

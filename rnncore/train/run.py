@@ -520,7 +520,7 @@ def data_settings(task: str, max_len: int, columns: tuple[str, str] | None) -> d
 def _class_names(dataset: Any) -> list[str]:
     if hasattr(dataset, "labels"):
         return [str(label) for label in dataset.labels]
-    return [str(int(y)) for y in dataset.y]
+    return class_names(dataset.y)  # exact, as the encoder reads them
 
 
 def _write_final_bundle(run: Path, model: Any, encoder: Encoder, settings: dict[str, Any]) -> None:
